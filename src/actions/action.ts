@@ -1,0 +1,69 @@
+import type { JsonObject, JsonValue } from "@bufbuild/protobuf";
+
+/**
+ * What a handler may know about the execution it serves. Handlers are
+ * deterministic: they read the time and identity from here, never from the
+ * clock or a random source, so a replay can be explained from the ledger.
+ */
+export interface ExecutionContext {
+  readonly executionId: string;
+  readonly nonce: string;
+  readonly tenantId: string;
+  /** Fixed for the execution: the moment its nonce was reserved. */
+  readonly logicalTime: Date;
+  /** Aborted when the handler's time limit passes or the server stops. */
+  readonly signal: AbortSignal;
+}
+
+/**
+ * What a handler asks the ledger to commit. The ledger applies the effect in
+ * the same transaction that records the execution as finished, so a replay or
+ * a duplicate can never apply it twice. The set is closed on purpose: new
+ * kinds of state are added here and in each store, not improvised by handlers.
+ */
+export type ActionEffect =
+  /** A plain result, nothing else to commit. */
+  | { readonly kind: "result"; readonly result: JsonValue }
+  /** Add `delta` to the tenant's integer counter `key`; the result is rendered from the new total. */
+  | {
+      readonly kind: "counter_add";
+      readonly key: string;
+      readonly delta: number;
+      readonly result: (total: number) => JsonValue;
+    };
+
+/** A payload the action does not accept; answered as INVALID_ARGUMENT. */
+export class ActionInputError extends Error {
+  override readonly name = "ActionInputError";
+}
+
+/** A statically defined handler. */
+export interface Action<Input> {
+  /** Matches actionNamePattern. */
+  readonly name: string;
+  /** One line for `/health` readers and `--help`. */
+  readonly summary: string;
+  /** Validates and narrows the payload; throws ActionInputError on anything unexpected. */
+  parseInput(payload: JsonObject): Input;
+  run(input: Input, context: ExecutionContext): ActionEffect | Promise<ActionEffect>;
+}
+
+// biome-ignore lint/suspicious/noExplicitAny: a registry holds actions of every input type.
+export type AnyAction = Action<any>;
+
+/** Lower-case dotted words, e.g. "echo" or "counter.add"; at most 64 characters. */
+export const actionNamePattern = /^[a-z][a-z0-9_]*(?:\.[a-z][a-z0-9_]*)*$/;
+export const actionNameMaxLength = 64;
+
+export function isValidActionName(name: string): boolean {
+  return name.length <= actionNameMaxLength && actionNamePattern.test(name);
+}
+
+/** Refuses members other than `allowed`: handlers reject what they do not expect. */
+export function expectOnlyKeys(payload: JsonObject, allowed: readonly string[]): void {
+  for (const key of Object.keys(payload)) {
+    if (!allowed.includes(key)) {
+      throw new ActionInputError(`unexpected field ${JSON.stringify(key)}; expected only ${allowed.join(", ")}`);
+    }
+  }
+}

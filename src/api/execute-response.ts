@@ -1,0 +1,31 @@
+import { create, fromJson, type JsonValue } from "@bufbuild/protobuf";
+import { NullValue, type Value, ValueSchema } from "@bufbuild/protobuf/wkt";
+import { type ExecuteResponse, ExecuteResponseSchema } from "../../gen/openexec/v1/execution_pb.js";
+import { ExecutionStatus } from "../../gen/openexec/v1/receipt_pb.js";
+import type { ExecuteOutcome } from "../execution/executor.js";
+import { receiptPayloadType } from "../receipts/receipt.js";
+
+/** The Execute answer for an outcome, identical for first runs and replays but for `replayed`. */
+export function toExecuteResponse(outcome: ExecuteOutcome): ExecuteResponse {
+  const { execution } = outcome;
+  return create(ExecuteResponseSchema, {
+    id: execution.executionId,
+    action: execution.action,
+    result: execution.status === "executed" ? jsonToValue(execution.result) : nullValue(),
+    approved: execution.approvalDigest !== undefined,
+    receipt: execution.receipt.digest.toString("hex"),
+    replayed: outcome.replayed,
+    status: execution.status === "executed" ? ExecutionStatus.EXECUTED : ExecutionStatus.FAILED,
+    reason: execution.status === "failed" ? execution.reason : "",
+    signedReceipt: { payload: execution.receipt.body, payloadType: receiptPayloadType, signatures: [] },
+  });
+}
+
+/** A JSON value as google.protobuf.Value. Depth is bounded by the limits checked upstream. */
+export function jsonToValue(json: JsonValue): Value {
+  return fromJson(ValueSchema, json);
+}
+
+function nullValue(): Value {
+  return create(ValueSchema, { kind: { case: "nullValue", value: NullValue.NULL_VALUE } });
+}

@@ -1,0 +1,41 @@
+import type { ConnectRouter } from "@connectrpc/connect";
+import { Health } from "../../gen/grpc/health/v1/health_pb.js";
+import { ServerReflection as ServerReflectionV1 } from "../../gen/grpc/reflection/v1/reflection_pb.js";
+import { ServerReflection as ServerReflectionV1alpha } from "../../gen/grpc/reflection/v1alpha/reflection_pb.js";
+import { ExecutionService } from "../../gen/openexec/v1/execution_pb.js";
+import { InfoService } from "../../gen/openexec/v1/info_pb.js";
+import type { Executor } from "../execution/executor.js";
+import type { RequestLimits } from "../execution/request-limits.js";
+import type { LedgerStore } from "../ledger/store.js";
+import { createExecutionService } from "./execution-service.js";
+import { createHealthService } from "./health-service.js";
+import { createInfoService } from "./info-service.js";
+import { createReflectionServiceV1, createReflectionServiceV1alpha, DescriptorIndex } from "./reflection-service.js";
+import type { ServiceFacts } from "./service-facts.js";
+
+export interface ApiDependencies {
+  readonly executor: Executor;
+  readonly store: LedgerStore;
+  readonly limits: RequestLimits;
+  readonly facts: ServiceFacts;
+}
+
+/** Every RPC service this server answers, in gRPC, gRPC-web and Connect alike. */
+export const servedServices = [ExecutionService, InfoService, Health, ServerReflectionV1, ServerReflectionV1alpha];
+
+export function registerServices(deps: ApiDependencies): (router: ConnectRouter) => void {
+  const index = new DescriptorIndex(servedServices);
+  return (router) => {
+    router.service(ExecutionService, createExecutionService(deps));
+    router.service(InfoService, createInfoService(deps.facts));
+    router.service(
+      Health,
+      createHealthService(
+        deps.facts,
+        servedServices.map((s) => s.typeName),
+      ),
+    );
+    router.service(ServerReflectionV1, createReflectionServiceV1(index));
+    router.service(ServerReflectionV1alpha, createReflectionServiceV1alpha(index));
+  };
+}

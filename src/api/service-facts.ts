@@ -1,0 +1,61 @@
+import { create } from "@bufbuild/protobuf";
+import {
+  type GetHealthResponse,
+  GetHealthResponseSchema,
+  type GetInfoResponse,
+  GetInfoResponseSchema,
+  type GetReadinessResponse,
+  GetReadinessResponseSchema,
+  type GetVersionResponse,
+  GetVersionResponseSchema,
+  type KeyInfo,
+} from "../../gen/openexec/v1/info_pb.js";
+import type { ExecMode } from "../config/server-config.js";
+import { apiPackage, openexecVersion } from "../version.js";
+
+/** What the info endpoints report about this executor. */
+export interface ServiceFacts {
+  readonly mode: ExecMode;
+  readonly tenantId: string;
+  readonly allowedActions: ReadonlySet<string> | undefined;
+  readonly actions: readonly string[];
+  readonly approvalKeys: readonly KeyInfo[];
+  readonly schemaVersion: number;
+  /** Resolves to undefined when ready, or the reason code why not. */
+  readonly readiness: () => Promise<string | undefined>;
+}
+
+export const openAllowListWarning = "No execution allow-list configured";
+
+export function healthOf(facts: ServiceFacts): GetHealthResponse {
+  const restricted = facts.allowedActions !== undefined;
+  return create(GetHealthResponseSchema, {
+    status: "healthy",
+    execMode: facts.mode,
+    signatureVerification: facts.mode === "clawshield" ? "enabled" : "disabled",
+    restriction: restricted ? "restricted" : "open",
+    allowList: restricted ? [...facts.allowedActions].sort() : [],
+    warning: restricted ? "" : openAllowListWarning,
+    tenantId: facts.tenantId,
+    actions: [...facts.actions],
+    approvalKeys: [...facts.approvalKeys],
+  });
+}
+
+export async function readinessOf(facts: ServiceFacts): Promise<GetReadinessResponse> {
+  const reason = await facts.readiness();
+  return create(GetReadinessResponseSchema, { ready: reason === undefined, reason: reason ?? "" });
+}
+
+export function infoOf(): GetInfoResponse {
+  return create(GetInfoResponseSchema, { service: "OpenExec", status: "running", version: openexecVersion });
+}
+
+export function versionOf(facts: ServiceFacts): GetVersionResponse {
+  return create(GetVersionResponseSchema, {
+    version: openexecVersion,
+    api: apiPackage,
+    runtime: process.version,
+    schemaVersion: facts.schemaVersion,
+  });
+}

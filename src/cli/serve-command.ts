@@ -1,0 +1,66 @@
+import { parseArgs } from "node:util";
+import { createBuiltinRegistry } from "../actions/builtin.js";
+import { ConfigError, loadServerConfig } from "../config/server-config.js";
+import { createLogger } from "../log/logger.js";
+import { startServer } from "../server.js";
+
+export const serveHelp = `Usage: openexec serve [--host HOST] [--port PORT]
+
+Runs the execution server: REST, Connect, gRPC-web (HTTP/1.1) and gRPC (h2c) on one port.
+
+Options:
+  --host HOST   address to bind (default 127.0.0.1; env OPENEXEC_HOST)
+  --port PORT   port to listen on (default 5000; env OPENEXEC_PORT; 0 picks a free one)
+  -h, --help    show this help
+
+Environment (all optional; see docs/CONFIGURATION.md):
+  OPENEXEC_MODE                demo (default) or clawshield
+  CLAWSHIELD_PUBLIC_KEY        PEM Ed25519 public key (clawshield mode)
+  CLAWSHIELD_TENANT_ID         tenant requests execute under (default "demo" in demo mode)
+  OPENEXEC_ALLOWED_ACTIONS     comma-separated allow-list; unset means every registered action
+  OPENEXEC_DB_URL              sqlite:///openexec.db (default, relative) or sqlite:////abs/path
+  OPENEXEC_MAX_BODY_BYTES      largest request body (default 1048576)
+  OPENEXEC_MAX_JSON_DEPTH      deepest payload nesting (default 32)
+  OPENEXEC_MAX_NONCE_LENGTH    longest nonce (default 128)
+  OPENEXEC_HANDLER_TIMEOUT_MS  handler time limit (default 5000)
+  OPENEXEC_SHUTDOWN_TIMEOUT_MS how long SIGTERM waits for in-flight executions (default 10000)
+  OPENEXEC_LOG_LEVEL           fatal|error|warn|info|debug|trace|silent (default info)
+`;
+
+/** `openexec serve`: runs until SIGTERM or SIGINT, then drains and exits 0. */
+export async function serveCommand(args: string[]): Promise<number> {
+  const { values } = parseArgs({
+    args,
+    options: { host: { type: "string" }, port: { type: "string" }, help: { type: "boolean", short: "h" } },
+    strict: true,
+  });
+  if (values.help) {
+    process.stdout.write(serveHelp);
+    return 0;
+  }
+  const actions = createBuiltinRegistry();
+  let config: ReturnType<typeof loadServerConfig>;
+  try {
+    config = loadServerConfig(process.env, { host: values.host, port: values.port }, actions.names());
+  } catch (error) {
+    if (error instanceof ConfigError) {
+      process.stderr.write(`openexec: ${error.message}\n`);
+      return 2;
+    }
+    throw error;
+  }
+  const logger = createLogger(config.logLevel);
+  const server = await startServer(config, logger, actions);
+  process.stderr.write(`openexec ${config.mode} mode listening on ${server.url}\n`);
+  await new Promise<void>((resolve) => {
+    const stop = (signal: string) => {
+      logger.info({ signal }, "signal received");
+      resolve();
+    };
+    process.once("SIGTERM", stop);
+    process.once("SIGINT", stop);
+  });
+  await server.shutdown();
+  logger.flush();
+  return 0;
+}

@@ -1,0 +1,133 @@
+import { isValidActionName } from "../actions/action.js";
+import { defaultRequestLimits, type RequestLimits } from "../execution/request-limits.js";
+import { type DatabaseLocation, DatabaseUrlError, parseDatabaseUrl } from "../ledger/database-url.js";
+import { type LogLevel, logLevels } from "../log/logger.js";
+
+export type ExecMode = "demo" | "clawshield";
+
+/** Everything `openexec serve` runs with, validated. */
+export interface ServerConfig {
+  readonly mode: ExecMode;
+  readonly host: string;
+  readonly port: number;
+  readonly database: DatabaseLocation;
+  /** Requests execute under this tenant: CLAWSHIELD_TENANT_ID, or "demo" in demo mode without it. */
+  readonly tenantId: string;
+  /** Undefined when OPENEXEC_ALLOWED_ACTIONS is unset or empty: every registered action may run. */
+  readonly allowedActions: ReadonlySet<string> | undefined;
+  readonly limits: RequestLimits;
+  readonly logLevel: LogLevel;
+  /** How long SIGTERM waits for in-flight executions before closing anyway. */
+  readonly shutdownTimeoutMs: number;
+}
+
+/** Command-line flags, which win over the environment. */
+export interface ServeFlags {
+  readonly host?: string | undefined;
+  readonly port?: string | undefined;
+}
+
+/** The configuration cannot be used; every problem found is listed. */
+export class ConfigError extends Error {
+  override readonly name = "ConfigError";
+  constructor(readonly problems: readonly string[]) {
+    super(`invalid configuration:\n${problems.map((p) => `  - ${p}`).join("\n")}`);
+  }
+}
+
+export const defaultDatabaseUrl = "sqlite:///openexec.db";
+const tenantPattern = /^[A-Za-z0-9._:-]{1,128}$/;
+
+/**
+ * Reads and checks the configuration. Problems are collected, not thrown one
+ * at a time, so an operator fixes them in one pass.
+ */
+export function loadServerConfig(
+  env: NodeJS.ProcessEnv,
+  flags: ServeFlags,
+  registeredActions: readonly string[],
+): ServerConfig {
+  const problems: string[] = [];
+  const read = (name: string): string | undefined => {
+    const value = env[name]?.trim();
+    return value === undefined || value === "" ? undefined : value;
+  };
+  const integer = (name: string, fallback: number, min: number, max: number): number => {
+    const raw = read(name);
+    if (raw === undefined) return fallback;
+    const value = /^\d+$/.test(raw) ? Number(raw) : Number.NaN;
+    if (!Number.isSafeInteger(value) || value < min || value > max) {
+      problems.push(`${name} must be an integer from ${min} to ${max}; got "${raw}"`);
+      return fallback;
+    }
+    return value;
+  };
+
+  const modeRaw = read("OPENEXEC_MODE") ?? "demo";
+  let mode: ExecMode = "demo";
+  if (modeRaw === "demo" || modeRaw === "clawshield") mode = modeRaw;
+  else problems.push(`OPENEXEC_MODE must be "demo" or "clawshield"; got "${modeRaw}"`);
+
+  const host = flags.host ?? read("OPENEXEC_HOST") ?? "127.0.0.1";
+  if (host.trim() === "") problems.push("the host must not be empty");
+  let port = 5000;
+  const portRaw = flags.port ?? read("OPENEXEC_PORT");
+  if (portRaw !== undefined) {
+    const value = /^\d+$/.test(portRaw) ? Number(portRaw) : Number.NaN;
+    if (!Number.isInteger(value) || value > 65535) problems.push(`the port must be 0-65535; got "${portRaw}"`);
+    else port = value;
+  }
+
+  let database: DatabaseLocation = { kind: "sqlite", path: "" };
+  try {
+    database = parseDatabaseUrl(read("OPENEXEC_DB_URL") ?? defaultDatabaseUrl);
+  } catch (error) {
+    if (!(error instanceof DatabaseUrlError)) throw error;
+    problems.push(error.message);
+  }
+  if (database.kind === "postgres") {
+    problems.push("OPENEXEC_DB_URL names PostgreSQL, which this build does not support yet; use sqlite:///");
+  }
+
+  const tenantRaw = read("CLAWSHIELD_TENANT_ID");
+  if (tenantRaw !== undefined && !tenantPattern.test(tenantRaw)) {
+    problems.push("CLAWSHIELD_TENANT_ID must be 1-128 characters of A-Z a-z 0-9 . _ : -");
+  }
+  const tenantId = tenantRaw ?? "demo";
+
+  let allowedActions: Set<string> | undefined;
+  const allowedRaw = read("OPENEXEC_ALLOWED_ACTIONS");
+  if (allowedRaw !== undefined) {
+    allowedActions = new Set(
+      allowedRaw
+        .split(",")
+        .map((name) => name.trim())
+        .filter((name) => name !== ""),
+    );
+    for (const name of allowedActions) {
+      if (!isValidActionName(name) || !registeredActions.includes(name)) {
+        problems.push(
+          `OPENEXEC_ALLOWED_ACTIONS names "${name}", which is not a registered action (registered: ${registeredActions.join(", ")})`,
+        );
+      }
+    }
+    if (allowedActions.size === 0) allowedActions = undefined;
+  }
+
+  const limits: RequestLimits = {
+    maxBodyBytes: integer("OPENEXEC_MAX_BODY_BYTES", defaultRequestLimits.maxBodyBytes, 1024, 64 * 1024 * 1024),
+    maxJsonDepth: integer("OPENEXEC_MAX_JSON_DEPTH", defaultRequestLimits.maxJsonDepth, 1, 256),
+    maxNonceLength: integer("OPENEXEC_MAX_NONCE_LENGTH", defaultRequestLimits.maxNonceLength, 1, 1024),
+    handlerTimeoutMs: integer("OPENEXEC_HANDLER_TIMEOUT_MS", defaultRequestLimits.handlerTimeoutMs, 1, 600_000),
+  };
+
+  const levelRaw = read("OPENEXEC_LOG_LEVEL") ?? "info";
+  let logLevel: LogLevel = "info";
+  if ((logLevels as readonly string[]).includes(levelRaw)) logLevel = levelRaw as LogLevel;
+  else problems.push(`OPENEXEC_LOG_LEVEL must be one of ${logLevels.join(", ")}; got "${levelRaw}"`);
+
+  const shutdownTimeoutMs = integer("OPENEXEC_SHUTDOWN_TIMEOUT_MS", 10_000, 0, 600_000);
+
+  if (problems.length > 0) throw new ConfigError(problems);
+  return { mode, host, port, database, tenantId, allowedActions, limits, logLevel, shutdownTimeoutMs };
+}

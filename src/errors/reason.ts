@@ -1,0 +1,73 @@
+import { Code } from "@connectrpc/connect";
+
+/**
+ * Every way a request can be refused or an execution can end badly, as a
+ * stable code. Clients switch on these (docs/ERRORS.md), never on messages.
+ * Each rejection reason maps to exactly one Connect code, here and nowhere else.
+ */
+export const rejectionCodes = {
+  // The request itself is malformed (400).
+  body_malformed: Code.InvalidArgument,
+  body_too_deep: Code.InvalidArgument,
+  duplicate_key: Code.InvalidArgument,
+  field_invalid: Code.InvalidArgument,
+  action_invalid: Code.InvalidArgument,
+  nonce_invalid: Code.InvalidArgument,
+  payload_invalid: Code.InvalidArgument,
+  action_input_invalid: Code.InvalidArgument,
+  // Routing and media type over HTTP (404, 405, 415).
+  route_not_found: Code.NotFound,
+  method_not_allowed: Code.Unimplemented,
+  unsupported_media_type: Code.InvalidArgument,
+  // Too large (413 over REST, resource_exhausted over RPC).
+  body_too_large: Code.ResourceExhausted,
+  // The action is not registered (404).
+  unknown_action: Code.NotFound,
+  // Refused by configuration or governance (403).
+  action_not_allowed: Code.PermissionDenied,
+  approval_missing: Code.PermissionDenied,
+  approval_malformed: Code.PermissionDenied,
+  approval_key_unknown: Code.PermissionDenied,
+  approval_signature_invalid: Code.PermissionDenied,
+  approval_tenant_mismatch: Code.PermissionDenied,
+  approval_audience_mismatch: Code.PermissionDenied,
+  approval_action_mismatch: Code.PermissionDenied,
+  approval_payload_mismatch: Code.PermissionDenied,
+  approval_nonce_mismatch: Code.PermissionDenied,
+  approval_not_yet_valid: Code.PermissionDenied,
+  approval_expired: Code.PermissionDenied,
+  approval_lifetime_too_long: Code.PermissionDenied,
+  approval_reused: Code.PermissionDenied,
+  // The nonce is spent (409).
+  nonce_reused: Code.AlreadyExists,
+  interrupted: Code.AlreadyExists,
+  // Try again later (503).
+  in_progress: Code.Unavailable,
+  store_unavailable: Code.Unavailable,
+  draining: Code.Unavailable,
+} as const satisfies Record<string, Code>;
+
+export type RejectionReason = keyof typeof rejectionCodes;
+
+/** Why an execution that reached its handler did not produce a result. */
+export type FailureReason = "handler_error" | "handler_timeout" | "result_invalid" | "counter_overflow";
+
+/** A refusal: a reason code plus a message fit to show the caller. */
+export class Rejection extends Error {
+  override readonly name = "Rejection";
+  readonly code: Code;
+
+  constructor(
+    readonly reason: RejectionReason,
+    message: string,
+    /** For a recorded denial: the attempt's id and receipt digest. */
+    readonly attempt?: { readonly executionId: string; readonly receipt: string },
+  ) {
+    super(message);
+    this.code = rejectionCodes[reason];
+  }
+}
+
+export function isRejection(value: unknown): value is Rejection {
+  return value instanceof Rejection;
+}

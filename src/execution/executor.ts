@@ -1,0 +1,262 @@
+import { randomUUID, timingSafeEqual } from "node:crypto";
+import type { JsonObject } from "@bufbuild/protobuf";
+import { ActionInputError, type AnyAction, isValidActionName } from "../actions/action.js";
+import type { ActionRegistry } from "../actions/registry.js";
+import type { ApprovalGate } from "../approval/approval-gate.js";
+import { Rejection } from "../errors/reason.js";
+import { canonicalJsonDigest } from "../json/canonical-json.js";
+import { jsonDepth } from "../json/strict-json.js";
+import {
+  type ExecutionRecord,
+  type FinishedExecution,
+  type LedgerStore,
+  type Reservation,
+  StoreUnavailableError,
+} from "../ledger/store.js";
+import type { Logger } from "../log/logger.js";
+import { nonceCharacters, type RequestLimits } from "./request-limits.js";
+import { runHandler } from "./run-handler.js";
+
+/** An execution request, as every transport hands it over. */
+export interface ExecuteCommand {
+  readonly action: string;
+  /** Undefined when the request carried no payload at all. */
+  readonly payload: JsonObject | undefined;
+  readonly nonce: string;
+  /** The serialised approval envelope; empty when none was sent. */
+  readonly approvalArtifact: Uint8Array;
+}
+
+/** What Execute answers: a finished execution, run now or earlier. */
+export interface ExecuteOutcome {
+  readonly execution: Exclude<FinishedExecution, { status: "interrupted" }>;
+  /** True when the handler did not run for this request. */
+  readonly replayed: boolean;
+}
+
+export interface ExecutorOptions {
+  readonly store: LedgerStore;
+  readonly actions: ActionRegistry;
+  /** Undefined: every registered action may run. */
+  readonly allowedActions: ReadonlySet<string> | undefined;
+  readonly approvals: ApprovalGate;
+  readonly tenantId: string;
+  readonly limits: RequestLimits;
+  readonly logger: Logger;
+  /** The wall clock; injectable so tests can fix time. */
+  readonly now?: () => Date;
+}
+
+interface Settled {
+  readonly record: ExecutionRecord;
+  /** The execution id this request reserved; undefined when it found one. */
+  readonly reservedId: string | undefined;
+}
+
+/**
+ * Decides and runs one request. `execute` is the whole hot path, top to
+ * bottom: shape, action, input, approval, exactly-once, answer.
+ */
+export class Executor {
+  readonly #options: ExecutorOptions;
+  readonly #now: () => Date;
+  /** One in-flight run per (tenant, nonce) in this process; duplicates await it. */
+  readonly #inflight = new Map<string, Promise<Settled>>();
+  #draining = false;
+  #idleWaiters: Array<() => void> = [];
+  #running = 0;
+
+  constructor(options: ExecutorOptions) {
+    this.#options = options;
+    this.#now = options.now ?? (() => new Date());
+  }
+
+  async execute(command: ExecuteCommand): Promise<ExecuteOutcome> {
+    if (this.#draining) throw new Rejection("draining", "the server is shutting down; retry on another instance");
+    const { tenantId, limits } = this.#options;
+
+    // 1. Shape: the fields every request must have, within their limits.
+    const nonce = checkNonce(command.nonce, limits.maxNonceLength);
+    const payload = checkPayload(command.payload, limits.maxJsonDepth);
+    // 2. Action: registered, and allowed here.
+    const action = this.#findAction(command.action);
+    // 3. Input: the action's own validation.
+    const input = parseInput(action, payload);
+    const payloadDigest = canonicalJsonDigest(payload);
+    // 4. Authority: a verified approval in clawshield mode.
+    const decision = this.#options.approvals.check(
+      { tenantId, action: action.name, nonce, payloadDigest, artifact: command.approvalArtifact },
+      this.#now(),
+    );
+    // 5. Once: reserve the nonce durably, run, record; duplicates share the run.
+    const reservation: Reservation = {
+      executionId: randomUUID(),
+      tenantId,
+      nonce,
+      action: action.name,
+      payloadDigest,
+      approval: decision.approved ? decision.use : undefined,
+      logicalTime: this.#now(),
+    };
+    const settled = await this.#once(reservation, action, input);
+    // 6. Answer: the outcome, if this request matches the one that owns the nonce.
+    const { record } = settled;
+    if (record.action !== action.name || !digestsEqual(record.payloadDigest, payloadDigest)) {
+      throw new Rejection("nonce_reused", "this nonce was already used for a different action or payload");
+    }
+    if (record.status === "pending") {
+      throw new Rejection("in_progress", "an execution with this nonce is still running; retry later");
+    }
+    if (record.status === "interrupted") {
+      throw new Rejection("interrupted", "the execution with this nonce was interrupted and will not run again");
+    }
+    return { execution: record, replayed: settled.reservedId !== reservation.executionId };
+  }
+
+  /** Stops taking new executions; resolves when the running ones are recorded. */
+  drain(): Promise<void> {
+    this.#draining = true;
+    if (this.#running === 0) return Promise.resolve();
+    return new Promise((resolve) => this.#idleWaiters.push(resolve));
+  }
+
+  get draining(): boolean {
+    return this.#draining;
+  }
+
+  #findAction(name: string): AnyAction {
+    if (typeof name !== "string" || !isValidActionName(name)) {
+      throw new Rejection(
+        "action_invalid",
+        'action must be 1-64 characters of lower-case dotted words, e.g. "echo" or "counter.add"',
+      );
+    }
+    const action = this.#options.actions.get(name);
+    if (action === undefined) throw new Rejection("unknown_action", `unknown action "${name}"`);
+    const allowed = this.#options.allowedActions;
+    if (allowed !== undefined && !allowed.has(name)) {
+      throw new Rejection("action_not_allowed", `action "${name}" is not in OPENEXEC_ALLOWED_ACTIONS`);
+    }
+    return action;
+  }
+
+  #once(reservation: Reservation, action: AnyAction, input: unknown): Promise<Settled> {
+    const key = `${reservation.tenantId}\u0000${reservation.nonce}`;
+    const current = this.#inflight.get(key);
+    if (current !== undefined) return current;
+    this.#running++;
+    const run = this.#reserveAndRun(reservation, action, input).finally(() => {
+      this.#inflight.delete(key);
+      this.#running--;
+      if (this.#running === 0) for (const wake of this.#idleWaiters.splice(0)) wake();
+    });
+    this.#inflight.set(key, run);
+    return run;
+  }
+
+  async #reserveAndRun(reservation: Reservation, action: AnyAction, input: unknown): Promise<Settled> {
+    const { store, limits, logger } = this.#options;
+    const reserved = await guardStore(store.reserve(reservation));
+    if (reserved.kind === "approval_used") {
+      throw new Rejection("approval_reused", "this approval has already been used for another execution");
+    }
+    if (reserved.kind === "existing") {
+      const record =
+        reserved.record.status === "pending"
+          ? await this.#awaitFinish(reservation, limits.handlerTimeoutMs + 1000)
+          : reserved.record;
+      return { record, reservedId: undefined };
+    }
+    const outcome = await runHandler(
+      action,
+      input,
+      {
+        executionId: reservation.executionId,
+        nonce: reservation.nonce,
+        tenantId: reservation.tenantId,
+        logicalTime: reservation.logicalTime,
+      },
+      { timeoutMs: limits.handlerTimeoutMs, maxResultDepth: limits.maxJsonDepth },
+    );
+    if (!outcome.ok) {
+      const errorName = outcome.error instanceof Error ? outcome.error.name : typeof outcome.error;
+      logger.warn(
+        { executionId: reservation.executionId, action: action.name, reason: outcome.reason, error: errorName },
+        "handler failed",
+      );
+    }
+    const record = await guardStore(
+      store.complete(
+        reservation.executionId,
+        outcome.ok ? { kind: "executed", effect: outcome.effect } : { kind: "failed", reason: outcome.reason },
+      ),
+    );
+    logger.info(
+      { executionId: record.executionId, action: record.action, status: record.status },
+      "execution recorded",
+    );
+    return { record, reservedId: reservation.executionId };
+  }
+
+  /**
+   * Another process holds the reservation (never the case for SQLite, where
+   * one process owns the file): poll until it finishes, within a bound.
+   */
+  async #awaitFinish(reservation: Reservation, boundMs: number): Promise<ExecutionRecord> {
+    const { store } = this.#options;
+    const deadline = Date.now() + boundMs;
+    let delay = 10;
+    for (;;) {
+      const record = await guardStore(store.find(reservation.tenantId, reservation.nonce));
+      if (record === undefined) throw new Rejection("store_unavailable", "the reservation disappeared");
+      if (record.status !== "pending" || Date.now() >= deadline) return record;
+      await new Promise((resolve) => setTimeout(resolve, delay));
+      delay = Math.min(delay * 2, 200);
+    }
+  }
+}
+
+function checkNonce(nonce: string, maxLength: number): string {
+  if (typeof nonce !== "string" || nonce.length === 0 || nonce.length > maxLength || !nonceCharacters.test(nonce)) {
+    throw new Rejection("nonce_invalid", `nonce must be 1-${maxLength} characters of A-Z a-z 0-9 . _ : -`);
+  }
+  return nonce;
+}
+
+function checkPayload(payload: JsonObject | undefined, maxDepth: number): JsonObject {
+  if (payload === undefined || payload === null || typeof payload !== "object" || Array.isArray(payload)) {
+    throw new Rejection("payload_invalid", "payload must be a JSON object");
+  }
+  if (jsonDepth(payload) > maxDepth) {
+    throw new Rejection("body_too_deep", `payload nests deeper than ${maxDepth} levels`);
+  }
+  return payload;
+}
+
+function parseInput(action: AnyAction, payload: JsonObject): unknown {
+  try {
+    return action.parseInput(payload);
+  } catch (error) {
+    if (error instanceof ActionInputError) {
+      throw new Rejection("action_input_invalid", `invalid payload for "${action.name}": ${error.message}`);
+    }
+    throw error;
+  }
+}
+
+function digestsEqual(a: Buffer, b: Buffer): boolean {
+  return a.length === b.length && timingSafeEqual(a, b);
+}
+
+/** Store failures surface as UNAVAILABLE, never as an internal error. */
+async function guardStore<T>(operation: Promise<T>): Promise<T> {
+  try {
+    return await operation;
+  } catch (error) {
+    if (error instanceof Rejection) throw error;
+    if (error instanceof StoreUnavailableError) {
+      throw new Rejection("store_unavailable", "the ledger is unavailable; retry later");
+    }
+    throw new Rejection("store_unavailable", "the ledger is unavailable; retry later");
+  }
+}

@@ -1,0 +1,56 @@
+import type { ActionEffect, AnyAction, ExecutionContext } from "../actions/action.js";
+import type { FailureReason } from "../errors/reason.js";
+import { CanonicalJsonError, canonicalJsonDigest } from "../json/canonical-json.js";
+import { jsonDepth } from "../json/strict-json.js";
+
+export type HandlerOutcome =
+  | { readonly ok: true; readonly effect: ActionEffect }
+  | { readonly ok: false; readonly reason: FailureReason; readonly error: unknown };
+
+class HandlerTimeout extends Error {
+  override readonly name = "HandlerTimeout";
+}
+
+/**
+ * Runs one handler under its time limit. Never throws: a throw, a timeout or a
+ * result JSON cannot carry becomes a failure reason. A handler that blocks the
+ * event loop cannot be interrupted from JavaScript; handlers must be async.
+ */
+export async function runHandler(
+  action: AnyAction,
+  input: unknown,
+  context: Omit<ExecutionContext, "signal">,
+  limits: { readonly timeoutMs: number; readonly maxResultDepth: number },
+): Promise<HandlerOutcome> {
+  const controller = new AbortController();
+  let timer: NodeJS.Timeout | undefined;
+  const deadline = new Promise<never>((_, reject) => {
+    timer = setTimeout(() => {
+      const timeout = new HandlerTimeout(`handler exceeded ${limits.timeoutMs} ms`);
+      controller.abort(timeout);
+      reject(timeout);
+    }, limits.timeoutMs);
+  });
+  try {
+    const effect = await Promise.race([
+      Promise.resolve().then(() => action.run(input, { ...context, signal: controller.signal })),
+      deadline,
+    ]);
+    if (effect.kind === "result") checkResult(effect.result, limits.maxResultDepth);
+    return { ok: true, effect };
+  } catch (error) {
+    if (error instanceof HandlerTimeout) return { ok: false, reason: "handler_timeout", error };
+    if (error instanceof CanonicalJsonError) return { ok: false, reason: "result_invalid", error };
+    return { ok: false, reason: "handler_error", error };
+  } finally {
+    clearTimeout(timer);
+  }
+}
+
+/** A result must be a JSON value with a canonical form, no deeper than payloads may be. */
+function checkResult(result: unknown, maxDepth: number): void {
+  if (result === undefined) throw new CanonicalJsonError("the handler returned no result");
+  // Depth first: canonical encoding recurses, and must only see bounded values.
+  if (jsonDepth(result as never) > maxDepth) throw new CanonicalJsonError(`result nested deeper than ${maxDepth}`);
+  canonicalJsonDigest(result as never);
+}

@@ -1,0 +1,41 @@
+/**
+ * The SQLite schema, as numbered steps. A step, once released, never changes:
+ * new needs are new steps. Each step runs in its own transaction with its row
+ * in schema_migrations, so a crash leaves the ledger at a whole version.
+ */
+export const sqliteMigrations: readonly { readonly version: number; readonly name: string; readonly sql: string }[] = [
+  {
+    version: 1,
+    name: "executions and counters",
+    sql: `
+      CREATE TABLE executions (
+        execution_id    TEXT PRIMARY KEY,
+        tenant_id       TEXT NOT NULL,
+        nonce           TEXT NOT NULL,
+        action          TEXT NOT NULL,
+        payload_digest  BLOB NOT NULL,
+        approval_id     TEXT,
+        approval_digest BLOB,
+        logical_time_ms INTEGER NOT NULL,
+        status          TEXT NOT NULL CHECK (status IN ('pending', 'executed', 'failed', 'interrupted')),
+        reason          TEXT,
+        result_json     TEXT,
+        result_digest   BLOB,
+        receipt         BLOB,
+        receipt_digest  BLOB,
+        UNIQUE (tenant_id, nonce)
+      );
+      CREATE UNIQUE INDEX executions_approval_id ON executions (tenant_id, approval_id)
+        WHERE approval_id IS NOT NULL;
+      CREATE INDEX executions_pending ON executions (status) WHERE status = 'pending';
+      CREATE TABLE counters (
+        tenant_id TEXT NOT NULL,
+        key       TEXT NOT NULL,
+        value     INTEGER NOT NULL,
+        PRIMARY KEY (tenant_id, key)
+      ) WITHOUT ROWID;
+    `,
+  },
+];
+
+export const latestSqliteSchemaVersion = sqliteMigrations.reduce((max, m) => Math.max(max, m.version), 0);

@@ -1,0 +1,309 @@
+import { mkdirSync } from "node:fs";
+import { dirname } from "node:path";
+import type { JsonValue } from "@bufbuild/protobuf";
+import Database from "better-sqlite3";
+import { ExecutionStatus } from "../../gen/openexec/v1/receipt_pb.js";
+import type { FailureReason } from "../errors/reason.js";
+import { canonicalJsonDigest } from "../json/canonical-json.js";
+import { type EncodedReceipt, encodeReceipt } from "../receipts/receipt.js";
+import { latestSqliteSchemaVersion, sqliteMigrations } from "./sqlite-migrations.js";
+import {
+  type Completion,
+  type ExecutionRecord,
+  type FinishedExecution,
+  type LedgerStore,
+  type Reservation,
+  type ReserveOutcome,
+  StoreUnavailableError,
+} from "./store.js";
+import { WriteBatcher } from "./write-batcher.js";
+
+interface ExecutionRow {
+  execution_id: string;
+  tenant_id: string;
+  nonce: string;
+  action: string;
+  payload_digest: Buffer;
+  approval_digest: Buffer | null;
+  logical_time_ms: number;
+  status: "pending" | "executed" | "failed" | "interrupted";
+  reason: string | null;
+  result_json: string | null;
+  result_digest: Buffer | null;
+  receipt: Buffer | null;
+  receipt_digest: Buffer | null;
+}
+
+export class SchemaTooNewError extends Error {
+  override readonly name = "SchemaTooNewError";
+}
+
+/**
+ * The ledger in one SQLite file (WAL, synchronous=FULL). One server process
+ * owns a file; replicas share PostgreSQL instead.
+ *
+ * Writes from concurrent requests are grouped into one transaction per turn
+ * of the event loop (WriteBatcher), so N reservations cost one fsync, not N;
+ * each caller still hears back only after its write is durable.
+ */
+export class SqliteLedgerStore implements LedgerStore {
+  readonly schemaVersion: number;
+  readonly #db: Database.Database;
+  readonly #writes: WriteBatcher;
+  readonly #statements;
+
+  static open(path: string): SqliteLedgerStore {
+    mkdirSync(dirname(path), { recursive: true });
+    return new SqliteLedgerStore(new Database(path));
+  }
+
+  private constructor(db: Database.Database) {
+    this.#db = db;
+    db.pragma("journal_mode = WAL");
+    db.pragma("synchronous = FULL");
+    db.pragma("foreign_keys = ON");
+    db.pragma("busy_timeout = 5000");
+    this.schemaVersion = migrate(db);
+    this.#writes = new WriteBatcher(db);
+    this.#statements = {
+      insert: db.prepare(`
+        INSERT INTO executions (execution_id, tenant_id, nonce, action, payload_digest,
+          approval_id, approval_digest, logical_time_ms, status)
+        VALUES (@executionId, @tenantId, @nonce, @action, @payloadDigest,
+          @approvalId, @approvalDigest, @logicalTimeMs, 'pending')
+        ON CONFLICT DO NOTHING`),
+      byKey: db.prepare<[string, string], ExecutionRow>("SELECT * FROM executions WHERE tenant_id = ? AND nonce = ?"),
+      byId: db.prepare<[string], ExecutionRow>("SELECT * FROM executions WHERE execution_id = ?"),
+      approvalUsed: db.prepare<[string, string], { one: number }>(
+        "SELECT 1 AS one FROM executions WHERE tenant_id = ? AND approval_id = ?",
+      ),
+      pending: db.prepare<[], ExecutionRow>("SELECT * FROM executions WHERE status = 'pending'"),
+      finish: db.prepare(`
+        UPDATE executions SET status = @status, reason = @reason, result_json = @resultJson,
+          result_digest = @resultDigest, receipt = @receipt, receipt_digest = @receiptDigest
+        WHERE execution_id = @executionId AND status = 'pending'`),
+      counter: db.prepare<[string, string], { value: number }>(
+        "SELECT value FROM counters WHERE tenant_id = ? AND key = ?",
+      ),
+      setCounter: db.prepare(`
+        INSERT INTO counters (tenant_id, key, value) VALUES (?, ?, ?)
+        ON CONFLICT (tenant_id, key) DO UPDATE SET value = excluded.value`),
+    };
+  }
+
+  reserve(reservation: Reservation): Promise<ReserveOutcome> {
+    return this.#writes.run((): ReserveOutcome => {
+      const { insert, byKey, approvalUsed } = this.#statements;
+      const existing = byKey.get(reservation.tenantId, reservation.nonce);
+      if (existing !== undefined) return { kind: "existing", record: toRecord(existing) };
+      if (
+        reservation.approval !== undefined &&
+        approvalUsed.get(reservation.tenantId, reservation.approval.approvalId) !== undefined
+      ) {
+        return { kind: "approval_used" };
+      }
+      const { changes } = insert.run({
+        executionId: reservation.executionId,
+        tenantId: reservation.tenantId,
+        nonce: reservation.nonce,
+        action: reservation.action,
+        payloadDigest: reservation.payloadDigest,
+        approvalId: reservation.approval?.approvalId ?? null,
+        approvalDigest: reservation.approval?.digest ?? null,
+        logicalTimeMs: reservation.logicalTime.getTime(),
+      });
+      if (changes !== 1) throw new StoreUnavailableError("reservation was not recorded");
+      return { kind: "reserved" };
+    });
+  }
+
+  complete(executionId: string, completion: Completion): Promise<FinishedExecution> {
+    return this.#writes.run((): FinishedExecution => {
+      const row = this.#statements.byId.get(executionId);
+      if (row === undefined || row.status !== "pending") {
+        throw new StoreUnavailableError(`execution ${executionId} is not pending`);
+      }
+      const outcome = this.#applyCompletion(row, completion);
+      const receipt = encodeReceipt({
+        executionId: row.execution_id,
+        tenantId: row.tenant_id,
+        action: row.action,
+        nonce: row.nonce,
+        payloadDigest: row.payload_digest,
+        approvalDigest: row.approval_digest ?? undefined,
+        resultDigest: outcome.status === "executed" ? outcome.resultDigest : undefined,
+        status: outcome.status === "executed" ? ExecutionStatus.EXECUTED : ExecutionStatus.FAILED,
+        reason: outcome.status === "failed" ? outcome.reason : undefined,
+        logicalTime: new Date(row.logical_time_ms),
+      });
+      this.#writeFinish(row.execution_id, {
+        status: outcome.status,
+        reason: outcome.status === "failed" ? outcome.reason : null,
+        resultJson: outcome.status === "executed" ? JSON.stringify(outcome.result) : null,
+        resultDigest: outcome.status === "executed" ? outcome.resultDigest : null,
+        receipt,
+      });
+      const base = toBase(row);
+      return outcome.status === "executed"
+        ? { ...base, status: "executed", result: outcome.result, resultDigest: outcome.resultDigest, receipt }
+        : { ...base, status: "failed", reason: outcome.reason, receipt };
+    });
+  }
+
+  /** Runs inside the batch transaction: applies the effect, or decides the failure. */
+  #applyCompletion(
+    row: ExecutionRow,
+    completion: Completion,
+  ): { status: "executed"; result: JsonValue; resultDigest: Buffer } | { status: "failed"; reason: FailureReason } {
+    if (completion.kind === "failed") return { status: "failed", reason: completion.reason };
+    const { effect } = completion;
+    let result: JsonValue;
+    if (effect.kind === "counter_add") {
+      const current = this.#statements.counter.get(row.tenant_id, effect.key)?.value ?? 0;
+      const total = current + effect.delta;
+      if (!Number.isSafeInteger(total)) return { status: "failed", reason: "counter_overflow" };
+      this.#statements.setCounter.run(row.tenant_id, effect.key, total);
+      result = effect.result(total);
+    } else {
+      result = effect.result;
+    }
+    return { status: "executed", result, resultDigest: canonicalJsonDigest(result) };
+  }
+
+  #writeFinish(
+    executionId: string,
+    values: {
+      status: "executed" | "failed" | "interrupted";
+      reason: string | null;
+      resultJson: string | null;
+      resultDigest: Buffer | null;
+      receipt: EncodedReceipt;
+    },
+  ): void {
+    const { changes } = this.#statements.finish.run({
+      executionId,
+      status: values.status,
+      reason: values.reason,
+      resultJson: values.resultJson,
+      resultDigest: values.resultDigest,
+      receipt: values.receipt.body,
+      receiptDigest: values.receipt.digest,
+    });
+    if (changes !== 1) throw new StoreUnavailableError(`execution ${executionId} was not finished`);
+  }
+
+  async find(tenantId: string, nonce: string): Promise<ExecutionRecord | undefined> {
+    const row = this.#read(() => this.#statements.byKey.get(tenantId, nonce));
+    return row === undefined ? undefined : toRecord(row);
+  }
+
+  async findById(executionId: string): Promise<ExecutionRecord | undefined> {
+    const row = this.#read(() => this.#statements.byId.get(executionId));
+    return row === undefined ? undefined : toRecord(row);
+  }
+
+  recoverInterrupted(): Promise<number> {
+    return this.#writes.run(() => {
+      const rows = this.#statements.pending.all();
+      for (const row of rows) {
+        const receipt = encodeReceipt({
+          executionId: row.execution_id,
+          tenantId: row.tenant_id,
+          action: row.action,
+          nonce: row.nonce,
+          payloadDigest: row.payload_digest,
+          approvalDigest: row.approval_digest ?? undefined,
+          resultDigest: undefined,
+          status: ExecutionStatus.INTERRUPTED,
+          reason: "interrupted",
+          logicalTime: new Date(row.logical_time_ms),
+        });
+        this.#writeFinish(row.execution_id, {
+          status: "interrupted",
+          reason: "interrupted",
+          resultJson: null,
+          resultDigest: null,
+          receipt,
+        });
+      }
+      return rows.length;
+    });
+  }
+
+  async check(): Promise<void> {
+    this.#read(() => this.#db.prepare("SELECT 1").get());
+  }
+
+  async close(): Promise<void> {
+    await this.#writes.drain();
+    if (this.#db.open) this.#db.close();
+  }
+
+  #read<T>(read: () => T): T {
+    try {
+      return read();
+    } catch (error) {
+      throw new StoreUnavailableError(`ledger read failed: ${(error as Error).message}`, { cause: error });
+    }
+  }
+}
+
+function migrate(db: Database.Database): number {
+  db.exec(`CREATE TABLE IF NOT EXISTS schema_migrations (
+    version INTEGER PRIMARY KEY, name TEXT NOT NULL, applied_at_ms INTEGER NOT NULL)`);
+  const current =
+    db.prepare<[], { version: number | null }>("SELECT max(version) AS version FROM schema_migrations").get()
+      ?.version ?? 0;
+  if (current > latestSqliteSchemaVersion) {
+    throw new SchemaTooNewError(
+      `the ledger has schema version ${current}, newer than this build knows (${latestSqliteSchemaVersion}); upgrade OpenExec`,
+    );
+  }
+  const record = db.prepare("INSERT INTO schema_migrations (version, name, applied_at_ms) VALUES (?, ?, ?)");
+  for (const migration of sqliteMigrations) {
+    if (migration.version <= current) continue;
+    db.transaction(() => {
+      db.exec(migration.sql);
+      record.run(migration.version, migration.name, Date.now());
+    }).immediate();
+  }
+  return latestSqliteSchemaVersion;
+}
+
+function toBase(row: ExecutionRow) {
+  return {
+    executionId: row.execution_id,
+    tenantId: row.tenant_id,
+    nonce: row.nonce,
+    action: row.action,
+    payloadDigest: row.payload_digest,
+    approvalDigest: row.approval_digest ?? undefined,
+    logicalTime: new Date(row.logical_time_ms),
+  };
+}
+
+function toRecord(row: ExecutionRow): ExecutionRecord {
+  const base = toBase(row);
+  if (row.status === "pending") return { ...base, status: "pending" };
+  if (row.receipt === null || row.receipt_digest === null) {
+    throw new StoreUnavailableError(`execution ${row.execution_id} is finished but has no receipt`);
+  }
+  const receipt: EncodedReceipt = { body: row.receipt, digest: row.receipt_digest };
+  switch (row.status) {
+    case "executed":
+      if (row.result_json === null || row.result_digest === null) {
+        throw new StoreUnavailableError(`execution ${row.execution_id} is executed but has no result`);
+      }
+      return {
+        ...base,
+        status: "executed",
+        result: JSON.parse(row.result_json) as JsonValue,
+        resultDigest: row.result_digest,
+        receipt,
+      };
+    case "failed":
+      return { ...base, status: "failed", reason: row.reason as FailureReason, receipt };
+    case "interrupted":
+      return { ...base, status: "interrupted", receipt };
+  }
+}

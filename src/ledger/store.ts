@@ -1,0 +1,104 @@
+import type { JsonValue } from "@bufbuild/protobuf";
+import type { ActionEffect } from "../actions/action.js";
+import type { FailureReason } from "../errors/reason.js";
+import type { EncodedReceipt } from "../receipts/receipt.js";
+
+/**
+ * The durable ledger: one row per (tenant, nonce). SQLite and PostgreSQL
+ * implement it and pass the same tests (ledger/store-contract.spec.ts).
+ */
+export interface LedgerStore {
+  /** The schema version after migrations. */
+  readonly schemaVersion: number;
+  /**
+   * Durably reserves the nonce before any handler runs. Returns the existing
+   * record instead when (tenant, nonce) is already taken; the caller decides
+   * whether that is a replay or a conflict.
+   */
+  reserve(reservation: Reservation): Promise<ReserveOutcome>;
+  /**
+   * Finishes a reserved execution: applies the effect (if it executed), writes
+   * result and receipt, in one transaction. Returns the finished record.
+   */
+  complete(executionId: string, completion: Completion): Promise<FinishedExecution>;
+  /** The record for (tenant, nonce), if any. */
+  find(tenantId: string, nonce: string): Promise<ExecutionRecord | undefined>;
+  /** The record with this execution id, if any. */
+  findById(executionId: string): Promise<ExecutionRecord | undefined>;
+  /**
+   * Marks every reservation left pending by an earlier process as interrupted,
+   * with a receipt, so that it never runs. Called once at start.
+   */
+  recoverInterrupted(): Promise<number>;
+  /** Throws when the store cannot serve requests (readiness). */
+  check(): Promise<void>;
+  close(): Promise<void>;
+}
+
+/** What is durably recorded before a handler runs. */
+export interface Reservation {
+  readonly executionId: string;
+  readonly tenantId: string;
+  readonly nonce: string;
+  readonly action: string;
+  /** SHA-256 of the payload's canonical encoding; with `action`, the fingerprint. */
+  readonly payloadDigest: Buffer;
+  readonly approval: ApprovalUse | undefined;
+  readonly logicalTime: Date;
+}
+
+/** The approval an execution consumes; its id is single-use per tenant. */
+export interface ApprovalUse {
+  readonly approvalId: string;
+  /** SHA-256 of the approval artifact bytes. */
+  readonly digest: Buffer;
+}
+
+export type ReserveOutcome =
+  | { readonly kind: "reserved" }
+  | { readonly kind: "existing"; readonly record: ExecutionRecord }
+  /** The approval id was already used by another execution. */
+  | { readonly kind: "approval_used" };
+
+/** How a reserved execution ended. */
+export type Completion =
+  | { readonly kind: "executed"; readonly effect: ActionEffect }
+  | { readonly kind: "failed"; readonly reason: FailureReason };
+
+interface ExecutionBase {
+  readonly executionId: string;
+  readonly tenantId: string;
+  readonly nonce: string;
+  readonly action: string;
+  readonly payloadDigest: Buffer;
+  readonly approvalDigest: Buffer | undefined;
+  readonly logicalTime: Date;
+}
+
+export type PendingExecution = ExecutionBase & { readonly status: "pending" };
+
+export type FinishedExecution = ExecutionBase &
+  (
+    | {
+        readonly status: "executed";
+        readonly result: JsonValue;
+        readonly resultDigest: Buffer;
+        readonly receipt: EncodedReceipt;
+      }
+    | {
+        readonly status: "failed";
+        readonly reason: FailureReason;
+        readonly receipt: EncodedReceipt;
+      }
+    | {
+        readonly status: "interrupted";
+        readonly receipt: EncodedReceipt;
+      }
+  );
+
+export type ExecutionRecord = PendingExecution | FinishedExecution;
+
+/** The store failed (I/O, corruption, lost connection): answered as UNAVAILABLE. */
+export class StoreUnavailableError extends Error {
+  override readonly name = "StoreUnavailableError";
+}

@@ -1,0 +1,65 @@
+import { timingSafeEqual } from "node:crypto";
+import type { JsonValue } from "@bufbuild/protobuf";
+import { CanonicalJsonError, canonicalJsonDigest } from "../json/canonical-json.js";
+import { JsonSyntaxError, parseStrictJson } from "../json/strict-json.js";
+import type { LedgerStore } from "../ledger/store.js";
+import { sha256 } from "./receipt.js";
+
+/** A receipt check as the original /receipts/verify took it. */
+export interface StoredReceiptClaim {
+  readonly executionId: string;
+  /** The claimed result: the JSON value, or a string holding its JSON text. Undefined: none given. */
+  readonly result: JsonValue | undefined;
+  /** The claimed hex receipt digest. */
+  readonly receipt: string;
+}
+
+const hexDigest = /^[0-9a-f]{64}$/;
+
+/**
+ * True only when the execution exists and is finished, the receipt digest is
+ * the one recorded for it (and still matches the recorded receipt bytes), and
+ * the claimed result is the recorded result. Every other case is false, never
+ * an error: a verifier answers questions about evidence, it does not fail on them.
+ */
+export async function verifyStoredReceipt(
+  store: LedgerStore,
+  claim: StoredReceiptClaim,
+  maxJsonDepth: number,
+): Promise<boolean> {
+  const claimedDigest = claim.receipt.trim().toLowerCase();
+  if (!hexDigest.test(claimedDigest) || claim.executionId === "") return false;
+  const record = await store.findById(claim.executionId);
+  if (record === undefined || record.status === "pending") return false;
+  const { receipt } = record;
+  if (!equal(Buffer.from(claimedDigest, "hex"), receipt.digest)) return false;
+  if (!equal(sha256(receipt.body), receipt.digest)) return false;
+  if (record.status !== "executed") {
+    // No result was produced: the only matching claim is "no result".
+    return claim.result === undefined || claim.result === null || claim.result === "null";
+  }
+  return resultCandidates(claim.result, maxJsonDepth).some((candidate) => {
+    try {
+      return equal(canonicalJsonDigest(candidate), record.resultDigest);
+    } catch (error) {
+      if (error instanceof CanonicalJsonError) return false;
+      throw error;
+    }
+  });
+}
+
+/** The claimed value itself and, for a string, the value its JSON text denotes. */
+function resultCandidates(result: JsonValue | undefined, maxJsonDepth: number): JsonValue[] {
+  if (result === undefined) return [];
+  if (typeof result !== "string") return [result];
+  try {
+    return [result, parseStrictJson(result, { maxDepth: maxJsonDepth })];
+  } catch (error) {
+    if (error instanceof JsonSyntaxError) return [result];
+    throw error;
+  }
+}
+
+function equal(a: Uint8Array, b: Uint8Array): boolean {
+  return a.length === b.length && timingSafeEqual(a, b);
+}

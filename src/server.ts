@@ -1,0 +1,136 @@
+import type { AddressInfo } from "node:net";
+import { connectNodeAdapter } from "@connectrpc/connect-node";
+import { createBuiltinRegistry } from "./actions/builtin.js";
+import type { ActionRegistry } from "./actions/registry.js";
+import { rejectionInterceptor } from "./api/connect-errors.js";
+import { registerServices } from "./api/routes.js";
+import type { ServiceFacts } from "./api/service-facts.js";
+import { demoApprovalGate } from "./approval/approval-gate.js";
+import type { ServerConfig } from "./config/server-config.js";
+import { Rejection } from "./errors/reason.js";
+import { Executor } from "./execution/executor.js";
+import { SqliteLedgerStore } from "./ledger/sqlite-store.js";
+import type { LedgerStore } from "./ledger/store.js";
+import type { Logger } from "./log/logger.js";
+import { type NodeResponse, writeRejection } from "./transport/http-errors.js";
+import { PolyglotHttpServer } from "./transport/http-server.js";
+import { createRestRoutes, serveRest } from "./transport/rest-routes.js";
+
+/** A server that is listening. */
+export interface RunningServer {
+  readonly address: AddressInfo;
+  /** e.g. http://127.0.0.1:5000 */
+  readonly url: string;
+  /** Drains (ready → 503, new executions refused), finishes in-flight work, closes the store. */
+  shutdown(): Promise<void>;
+}
+
+/** Wires configuration, ledger, executor and transports together, and listens. */
+export async function startServer(
+  config: ServerConfig,
+  logger: Logger,
+  actions: ActionRegistry = createBuiltinRegistry(),
+): Promise<RunningServer> {
+  if (!actions.sealed) throw new Error("the action registry must be sealed before the server starts");
+  const store = openStore(config);
+  try {
+    const interrupted = await store.recoverInterrupted();
+    if (interrupted > 0) logger.warn({ interrupted }, "recorded executions interrupted by an earlier stop");
+  } catch (error) {
+    await store.close();
+    throw error;
+  }
+
+  const executor = new Executor({
+    store,
+    actions,
+    allowedActions: config.allowedActions,
+    approvals: demoApprovalGate,
+    tenantId: config.tenantId,
+    limits: config.limits,
+    logger,
+  });
+  const facts: ServiceFacts = {
+    mode: config.mode,
+    tenantId: config.tenantId,
+    allowedActions: config.allowedActions,
+    actions: actions.names(),
+    approvalKeys: [],
+    schemaVersion: store.schemaVersion,
+    readiness: async () => {
+      if (executor.draining) return "draining";
+      try {
+        await store.check();
+        return undefined;
+      } catch {
+        return "store_unavailable";
+      }
+    },
+  };
+
+  const shutdownSignal = new AbortController();
+  const connect = connectNodeAdapter({
+    routes: registerServices({ executor, store, limits: config.limits, facts }),
+    readMaxBytes: config.limits.maxBodyBytes,
+    interceptors: [rejectionInterceptor],
+    shutdownSignal: shutdownSignal.signal,
+    fallback: (_req, res) =>
+      writeRejection(res as NodeResponse, new Rejection("route_not_found", "no such path; see docs/API.md")),
+  });
+  const restRoute = createRestRoutes({ executor, store, facts, limits: config.limits, logger });
+
+  const http = new PolyglotHttpServer((req, res) => {
+    const path = (req.url ?? "/").split("?")[0] ?? "/";
+    const methods = restRoute(path);
+    if (methods === undefined) {
+      connect(req, res);
+      return;
+    }
+    const handler = methods.get(req.method ?? "");
+    if (handler === undefined) {
+      const allow = [...methods.keys()].join(", ");
+      writeRejection(res, new Rejection("method_not_allowed", `${path} accepts ${allow}`), { allow });
+      return;
+    }
+    void serveRest(handler, req, res, logger);
+  });
+
+  let address: AddressInfo;
+  try {
+    address = await http.listen(config.host, config.port);
+  } catch (error) {
+    await store.close();
+    throw error;
+  }
+  const host = address.family === "IPv6" ? `[${address.address}]` : address.address;
+  logger.info(
+    { address: `${host}:${address.port}`, mode: config.mode, tenant: config.tenantId, db: config.database.kind },
+    "openexec listening",
+  );
+
+  let stopping: Promise<void> | undefined;
+  const shutdown = () => {
+    stopping ??= (async () => {
+      logger.info("draining");
+      const drained = executor.drain();
+      http.stopAccepting();
+      const timeout = new Promise<void>((resolve) => setTimeout(resolve, config.shutdownTimeoutMs).unref());
+      await Promise.race([drained, timeout]);
+      shutdownSignal.abort();
+      await http.closeConnections(1000);
+      await store.close();
+      logger.info("stopped");
+    })();
+    return stopping;
+  };
+  return { address, url: `http://${host}:${address.port}`, shutdown };
+}
+
+function openStore(config: ServerConfig): LedgerStore {
+  switch (config.database.kind) {
+    case "sqlite":
+      return SqliteLedgerStore.open(config.database.path);
+    case "postgres":
+      throw new Error("PostgreSQL is not supported by this build");
+  }
+}

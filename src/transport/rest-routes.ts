@@ -1,0 +1,180 @@
+import { type JsonObject, type JsonValue, type Message, toJson } from "@bufbuild/protobuf";
+import type { GenMessage } from "@bufbuild/protobuf/codegenv2";
+import { ExecuteResponseSchema } from "../../gen/openexec/v1/execution_pb.js";
+import {
+  GetHealthResponseSchema,
+  GetInfoResponseSchema,
+  GetVersionResponseSchema,
+} from "../../gen/openexec/v1/info_pb.js";
+import { ExecutionStatus } from "../../gen/openexec/v1/receipt_pb.js";
+import { toExecuteResponse } from "../api/execute-response.js";
+import { healthOf, infoOf, readinessOf, type ServiceFacts, versionOf } from "../api/service-facts.js";
+import { isRejection, Rejection } from "../errors/reason.js";
+import type { ExecuteCommand, Executor } from "../execution/executor.js";
+import type { RequestLimits } from "../execution/request-limits.js";
+import { decodeUtf8, JsonSyntaxError, parseStrictJson } from "../json/strict-json.js";
+import type { LedgerStore } from "../ledger/store.js";
+import type { Logger } from "../log/logger.js";
+import { verifyStoredReceipt } from "../receipts/verify-stored-receipt.js";
+import { type NodeResponse, writeJson, writeRejection } from "./http-errors.js";
+import { isJsonContentType, type NodeRequest, readBody } from "./request-body.js";
+
+export interface RestDependencies {
+  readonly executor: Executor;
+  readonly store: LedgerStore;
+  readonly facts: ServiceFacts;
+  readonly limits: RequestLimits;
+  readonly logger: Logger;
+}
+
+type RestHandler = (req: NodeRequest, res: NodeResponse) => Promise<void>;
+
+/**
+ * The original OpenExec's plain-HTTP paths, as thin mappings onto the same
+ * executor and facts the RPC services use: same validation, same reason codes.
+ * Returns undefined for paths that are not REST paths (they go to Connect).
+ */
+export function createRestRoutes(deps: RestDependencies): (path: string) => Map<string, RestHandler> | undefined {
+  const { executor, store, facts, limits } = deps;
+  const json = <T extends Message>(schema: GenMessage<T>, message: T) =>
+    toJson(schema, message, { useProtoFieldName: true }) as JsonObject;
+  const get = (handler: RestHandler) => new Map([["GET", handler]]);
+  const post = (handler: RestHandler) => new Map([["POST", handler]]);
+
+  const routes = new Map<string, Map<string, RestHandler>>([
+    ["/", get(async (_req, res) => writeJson(res, 200, json(GetInfoResponseSchema, infoOf())))],
+    ["/health", get(async (_req, res) => writeJson(res, 200, json(GetHealthResponseSchema, healthOf(facts))))],
+    [
+      "/ready",
+      get(async (_req, res) => {
+        const readiness = await readinessOf(facts);
+        if (readiness.ready) writeJson(res, 200, { ready: true });
+        else writeJson(res, 503, { ready: false, reason: readiness.reason });
+      }),
+    ],
+    ["/version", get(async (_req, res) => writeJson(res, 200, json(GetVersionResponseSchema, versionOf(facts))))],
+    [
+      "/execute",
+      post(async (req, res) => {
+        const body = await readJsonObject(req, limits);
+        const outcome = await executor.execute(toExecuteCommand(body));
+        const response = json(ExecuteResponseSchema, toExecuteResponse(outcome));
+        writeJson(res, 200, restExecuteBody(response, outcome.execution.status === "executed"));
+      }),
+    ],
+    [
+      "/receipts/verify",
+      post(async (req, res) => {
+        const body = await readJsonObject(req, limits);
+        expectOnly(body, ["exec_id", "result", "receipt"]);
+        const valid = await verifyStoredReceipt(
+          store,
+          {
+            executionId: requireString(body, "exec_id"),
+            result: body.result,
+            receipt: requireString(body, "receipt"),
+          },
+          limits.maxJsonDepth,
+        );
+        writeJson(res, 200, { valid });
+      }),
+    ],
+  ]);
+  return (path) => routes.get(path);
+}
+
+/** Runs a REST handler, answering every refusal with its status and reason. */
+export async function serveRest(
+  handler: RestHandler,
+  req: NodeRequest,
+  res: NodeResponse,
+  logger: Logger,
+): Promise<void> {
+  try {
+    await handler(req, res);
+  } catch (error) {
+    if (isRejection(error)) {
+      writeRejection(res, error);
+      return;
+    }
+    logger.error({ err: error instanceof Error ? error.name : typeof error, path: req.url }, "unexpected error");
+    writeJson(res, 500, { code: "internal", reason: "internal", message: "internal error" });
+  }
+}
+
+async function readJsonObject(req: NodeRequest, limits: RequestLimits): Promise<JsonObject> {
+  if (!isJsonContentType(req.headers["content-type"])) {
+    // Requiring JSON also makes browsers preflight cross-site requests, so a
+    // web page cannot post forms to an executor on localhost.
+    throw new Rejection("unsupported_media_type", "Content-Type must be application/json");
+  }
+  const bytes = await readBody(req, limits.maxBodyBytes);
+  let value: JsonValue;
+  try {
+    // +1: the request object wraps the payload, whose own limit is maxJsonDepth.
+    value = parseStrictJson(decodeUtf8(bytes), { maxDepth: limits.maxJsonDepth + 1 });
+  } catch (error) {
+    if (error instanceof JsonSyntaxError) throw new Rejection(error.reason, `invalid JSON body: ${error.message}`);
+    throw error;
+  }
+  if (value === null || typeof value !== "object" || Array.isArray(value)) {
+    throw new Rejection("body_malformed", "the request body must be a JSON object");
+  }
+  return value;
+}
+
+/** The REST body of /execute, in the proto field names the original used. */
+function toExecuteCommand(body: JsonObject): ExecuteCommand {
+  expectOnly(body, ["action", "payload", "nonce", "approval_artifact"]);
+  const { action, payload, nonce } = body;
+  if (typeof action !== "string") throw new Rejection("action_invalid", '"action" must be a string');
+  if (typeof nonce !== "string") throw new Rejection("nonce_invalid", '"nonce" must be a string');
+  if (payload === null || typeof payload !== "object" || Array.isArray(payload)) {
+    throw new Rejection("payload_invalid", '"payload" must be a JSON object');
+  }
+  return { action, nonce, payload, approvalArtifact: decodeArtifact(body.approval_artifact) };
+}
+
+const base64 = /^(?:[A-Za-z0-9+/_-]{4})*(?:[A-Za-z0-9+/_-]{2}(?:==)?|[A-Za-z0-9+/_-]{3}=?)?$/;
+
+/** approval_artifact is base64 (standard or URL-safe) as in protobuf JSON; null or absent means none. */
+function decodeArtifact(value: JsonValue | undefined): Uint8Array {
+  if (value === undefined || value === null || value === "") return new Uint8Array(0);
+  if (typeof value !== "string" || !base64.test(value)) {
+    throw new Rejection("field_invalid", '"approval_artifact" must be a base64 string');
+  }
+  return new Uint8Array(Buffer.from(value, value.includes("-") || value.includes("_") ? "base64url" : "base64"));
+}
+
+/**
+ * The documented shape {"id","action","result","approved","receipt","replayed"}
+ * plus "status" (and "reason" on failure) in lower case, and "signed_receipt".
+ */
+function restExecuteBody(response: JsonObject, executed: boolean): JsonObject {
+  const status = executed ? ExecutionStatus.EXECUTED : ExecutionStatus.FAILED;
+  return {
+    id: response.id ?? "",
+    action: response.action ?? "",
+    result: response.result ?? null,
+    approved: response.approved ?? false,
+    receipt: response.receipt ?? "",
+    replayed: response.replayed ?? false,
+    status: ExecutionStatus[status].toLowerCase(),
+    ...(response.reason === undefined ? {} : { reason: response.reason }),
+    ...(response.signed_receipt === undefined ? {} : { signed_receipt: response.signed_receipt }),
+  };
+}
+
+function expectOnly(body: JsonObject, fields: readonly string[]): void {
+  for (const key of Object.keys(body)) {
+    if (!fields.includes(key)) {
+      throw new Rejection("field_invalid", `unknown field ${JSON.stringify(key)}; expected ${fields.join(", ")}`);
+    }
+  }
+}
+
+function requireString(body: JsonObject, field: string): string {
+  const value = body[field];
+  if (typeof value !== "string") throw new Rejection("field_invalid", `"${field}" must be a string`);
+  return value;
+}
