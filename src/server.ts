@@ -1,5 +1,4 @@
 import type { AddressInfo } from "node:net";
-import { connectNodeAdapter } from "@connectrpc/connect-node";
 import { createBuiltinRegistry } from "./actions/builtin.js";
 import type { ActionRegistry } from "./actions/registry.js";
 import { rejectionInterceptor } from "./api/connect-errors.js";
@@ -12,7 +11,8 @@ import { Executor } from "./execution/executor.js";
 import { SqliteLedgerStore } from "./ledger/sqlite-store.js";
 import type { LedgerStore } from "./ledger/store.js";
 import type { Logger } from "./log/logger.js";
-import { type NodeResponse, writeRejection } from "./transport/http-errors.js";
+import { createConnectListener } from "./transport/connect-adapter.js";
+import { writeRejection } from "./transport/http-errors.js";
 import { PolyglotHttpServer } from "./transport/http-server.js";
 import { createRestRoutes, serveRest } from "./transport/rest-routes.js";
 
@@ -69,13 +69,13 @@ export async function startServer(
   };
 
   const shutdownSignal = new AbortController();
-  const connect = connectNodeAdapter({
+  const connect = createConnectListener({
     routes: registerServices({ executor, store, limits: config.limits, facts }),
+    logger,
     readMaxBytes: config.limits.maxBodyBytes,
     interceptors: [rejectionInterceptor],
     shutdownSignal: shutdownSignal.signal,
-    fallback: (_req, res) =>
-      writeRejection(res as NodeResponse, new Rejection("route_not_found", "no such path; see docs/API.md")),
+    fallback: (_req, res) => writeRejection(res, new Rejection("route_not_found", "no such path; see docs/API.md")),
   });
   const restRoute = createRestRoutes({ executor, store, facts, limits: config.limits, logger });
 

@@ -27,7 +27,14 @@ export function rejectionToConnectError(rejection: Rejection): ConnectError {
  */
 export function toConnectError(error: unknown): ConnectError {
   if (isRejection(error)) return rejectionToConnectError(error);
-  if (error instanceof ConnectError) return error;
+  if (error instanceof ConnectError) {
+    // connect-es reports undecodable protobuf as INTERNAL ("parse binary: ..."),
+    // but it is the client's malformed input.
+    if (error.code === Code.Internal && error.rawMessage.startsWith("parse binary:")) {
+      return new ConnectError(`malformed request: ${error.rawMessage}`, Code.InvalidArgument);
+    }
+    return error;
+  }
   return new ConnectError("internal error", Code.Internal);
 }
 

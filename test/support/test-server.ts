@@ -1,0 +1,121 @@
+import { type ChildProcess, spawn } from "node:child_process";
+import { mkdtempSync, rmSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { createBuiltinRegistry } from "../../src/actions/builtin.js";
+import type { ActionRegistry } from "../../src/actions/registry.js";
+import { loadServerConfig } from "../../src/config/server-config.js";
+import { silentLogger } from "../../src/log/logger.js";
+import { type RunningServer, startServer } from "../../src/server.js";
+import { packageRoot } from "../../src/version.js";
+
+/** tsx, resolved here so that child processes can run from any working directory. */
+const tsx = import.meta.resolve("tsx");
+
+/** A scratch directory removed by `cleanup`. */
+export function scratchDir(prefix = "openexec-test-"): { path: string; cleanup: () => void } {
+  const path = mkdtempSync(join(tmpdir(), prefix));
+  return { path, cleanup: () => rmSync(path, { recursive: true, force: true }) };
+}
+
+export interface TestServer extends RunningServer {
+  readonly dbPath: string;
+  /** Shuts down and removes the scratch directory. */
+  close(): Promise<void>;
+}
+
+/**
+ * A real server in this process on a free loopback port, with its own SQLite
+ * file. `env` is the environment it reads (nothing is inherited).
+ */
+export async function startTestServer(
+  env: Record<string, string> = {},
+  options: { dbPath?: string; actions?: ActionRegistry } = {},
+): Promise<TestServer> {
+  const dir = options.dbPath === undefined ? scratchDir() : undefined;
+  const dbPath = options.dbPath ?? join(dir?.path ?? "", "ledger.db");
+  const actions = options.actions ?? createBuiltinRegistry();
+  const config = loadServerConfig(
+    { OPENEXEC_DB_URL: `sqlite:///${dbPath}`, ...env },
+    { host: "127.0.0.1", port: "0" },
+    actions.names(),
+  );
+  const server = await startServer(config, silentLogger(), actions);
+  return {
+    ...server,
+    dbPath,
+    async close() {
+      await server.shutdown();
+      dir?.cleanup();
+    },
+  };
+}
+
+export interface ServerProcess {
+  readonly child: ChildProcess;
+  readonly url: string;
+  /** Everything written to stderr so far. */
+  stderr(): string;
+  /** Resolves with the exit code. */
+  readonly exited: Promise<number | null>;
+}
+
+/** `openexec serve` as a real child process (for signals, restarts and start-up errors). */
+export async function spawnServer(
+  env: Record<string, string>,
+  args: string[] = ["--port", "0"],
+  cwd = packageRoot,
+): Promise<ServerProcess> {
+  const child = spawn(process.execPath, ["--import", tsx, join(packageRoot, "src/cli/main.ts"), "serve", ...args], {
+    cwd,
+    env: { PATH: process.env.PATH ?? "", OPENEXEC_LOG_LEVEL: "warn", ...env },
+    stdio: ["ignore", "pipe", "pipe"],
+  });
+  let stderr = "";
+  child.stderr?.setEncoding("utf8");
+  child.stderr?.on("data", (chunk: string) => {
+    stderr += chunk;
+  });
+  const exited = new Promise<number | null>((resolve) => child.once("exit", (code) => resolve(code)));
+  const url = await new Promise<string>((resolve, reject) => {
+    const timer = setTimeout(() => reject(new Error(`server did not start:\n${stderr}`)), 20_000);
+    const onData = () => {
+      const match = /listening on (http:\/\/\S+)/.exec(stderr);
+      if (match?.[1] !== undefined) {
+        clearTimeout(timer);
+        child.stderr?.off("data", onData);
+        resolve(match[1]);
+      }
+    };
+    child.stderr?.on("data", onData);
+    void exited.then((code) => {
+      clearTimeout(timer);
+      reject(new Error(`server exited with ${code} before listening:\n${stderr}`));
+    });
+  });
+  return { child, url, stderr: () => stderr, exited };
+}
+
+/** Runs `openexec <args>` to completion. */
+export async function runCli(
+  args: string[],
+  env: Record<string, string> = {},
+  input?: string,
+): Promise<{ code: number | null; stdout: string; stderr: string }> {
+  const child = spawn(process.execPath, ["--import", tsx, join(packageRoot, "src/cli/main.ts"), ...args], {
+    cwd: packageRoot,
+    env: { PATH: process.env.PATH ?? "", ...env },
+    stdio: ["pipe", "pipe", "pipe"],
+  });
+  let stdout = "";
+  let stderr = "";
+  child.stdout.setEncoding("utf8").on("data", (c: string) => {
+    stdout += c;
+  });
+  child.stderr.setEncoding("utf8").on("data", (c: string) => {
+    stderr += c;
+  });
+  child.stdin.end(input ?? "");
+  const code = await new Promise<number | null>((resolve) => child.once("exit", (c) => resolve(c)));
+  return { code, stdout, stderr };
+}
