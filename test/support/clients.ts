@@ -26,12 +26,15 @@ export function clientFor<S extends DescService>(service: S, protocol: ProtocolN
   return createClient(service, transportFor(protocol, baseUrl));
 }
 
+// biome-ignore lint/suspicious/noExplicitAny: tests read response bodies field by field and assert each.
+export type AnyJson = any;
+
 /** POSTs JSON to a REST path and returns status, headers and parsed body. */
 export async function postJson(
   url: string,
   body: unknown,
   headers: Record<string, string> = { "content-type": "application/json" },
-): Promise<{ status: number; headers: Headers; body: any }> {
+): Promise<{ status: number; headers: Headers; body: AnyJson }> {
   const response = await fetch(url, {
     method: "POST",
     headers,
@@ -41,7 +44,7 @@ export async function postJson(
   return { status: response.status, headers: response.headers, body: text === "" ? undefined : JSON.parse(text) };
 }
 
-export async function getJson(url: string): Promise<{ status: number; body: any }> {
+export async function getJson(url: string): Promise<{ status: number; body: AnyJson }> {
   const response = await fetch(url);
   return { status: response.status, body: await response.json() };
 }
