@@ -36,11 +36,21 @@ const hangingAction: Action<unknown> = {
   parseInput: (p) => p,
   run: () => new Promise(() => {}),
 };
-const badResultAction: Action<unknown> = {
+const badResultAction: Action<{ kind: unknown }> = {
   name: "test.bad_result",
   summary: "returns a value JSON cannot carry",
-  parseInput: (p) => p,
-  run: () => ({ kind: "result", result: { n: Number.NaN } }),
+  parseInput: (p) => ({ kind: p.kind }),
+  run: ({ kind }) => {
+    if (kind === "cycle") {
+      const cyclic: Record<string, unknown> = {};
+      cyclic.self = cyclic;
+      return { kind: "result", result: cyclic as never };
+    }
+    // biome-ignore lint/suspicious/noSparseArray: the point of the test.
+    if (kind === "sparse") return { kind: "result", result: [1, , 2] as never };
+    if (kind === "date") return { kind: "result", result: new Date(0) as never };
+    return { kind: "result", result: { n: Number.NaN } };
+  },
 };
 
 function testRegistry(): ActionRegistry {
@@ -159,11 +169,14 @@ describe("exactly-once semantics", () => {
     assert.equal(again.body.reason, "handler_timeout");
   });
 
-  it("a result JSON cannot carry is recorded as failed with result_invalid", async () => {
-    const first = await execute({ action: "test.bad_result", payload: {}, nonce: "bad-result-1" });
-    assert.equal(first.body.status, "failed");
-    assert.equal(first.body.reason, "result_invalid");
-  });
+  for (const kind of ["nan", "cycle", "sparse", "date"]) {
+    it(`a result JSON cannot carry (${kind}) is recorded as failed with result_invalid`, async () => {
+      const first = await execute({ action: "test.bad_result", payload: { kind }, nonce: `bad-result-${kind}` });
+      assert.equal(first.status, 200);
+      assert.equal(first.body.status, "failed");
+      assert.equal(first.body.reason, "result_invalid");
+    });
+  }
 
   it("handlers see a fixed logical time that replays repeat", async () => {
     const first = await execute({ action: "test.slow", payload: { ms: 1 }, nonce: "time-1" });

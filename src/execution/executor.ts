@@ -5,7 +5,7 @@ import type { ActionRegistry } from "../actions/registry.js";
 import type { ApprovalGate } from "../approval/approval-gate.js";
 import { Rejection } from "../errors/reason.js";
 import { canonicalJsonDigest } from "../json/canonical-json.js";
-import { jsonDepth } from "../json/strict-json.js";
+import { exceedsJsonDepth } from "../json/strict-json.js";
 import {
   type ExecutionRecord,
   type FinishedExecution,
@@ -227,7 +227,7 @@ function checkPayload(payload: JsonObject | undefined, maxDepth: number): JsonOb
   if (payload === undefined || payload === null || typeof payload !== "object" || Array.isArray(payload)) {
     throw new Rejection("payload_invalid", "payload must be a JSON object");
   }
-  if (jsonDepth(payload) > maxDepth) {
+  if (exceedsJsonDepth(payload, maxDepth)) {
     throw new Rejection("body_too_deep", `payload nests deeper than ${maxDepth} levels`);
   }
   return payload;

@@ -1,7 +1,7 @@
 import type { ActionEffect, AnyAction, ExecutionContext } from "../actions/action.js";
 import type { FailureReason } from "../errors/reason.js";
 import { CanonicalJsonError, canonicalJsonDigest } from "../json/canonical-json.js";
-import { jsonDepth } from "../json/strict-json.js";
+import { exceedsJsonDepth } from "../json/strict-json.js";
 
 export type HandlerOutcome =
   | { readonly ok: true; readonly effect: ActionEffect }
@@ -51,6 +51,6 @@ export async function runHandler(
 function checkResult(result: unknown, maxDepth: number): void {
   if (result === undefined) throw new CanonicalJsonError("the handler returned no result");
   // Depth first: canonical encoding recurses, and must only see bounded values.
-  if (jsonDepth(result as never) > maxDepth) throw new CanonicalJsonError(`result nested deeper than ${maxDepth}`);
+  if (exceedsJsonDepth(result as never, maxDepth)) throw new CanonicalJsonError(`result nested deeper than ${maxDepth}`);
   canonicalJsonDigest(result as never);
 }

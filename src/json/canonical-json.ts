@@ -45,7 +45,8 @@ function toCanonicalValue(value: JsonValue): CanonicalValue {
       }
       if (Array.isArray(value)) {
         return create(CanonicalValueSchema, {
-          kind: { case: "arrayValue", value: { values: value.map(toCanonicalValue) } },
+          // Array.from, not map: holes in a sparse array become undefined and are refused.
+          kind: { case: "arrayValue", value: { values: Array.from(value, (item) => toCanonicalValue(item)) } },
         });
       }
       if (!isPlainObject(value)) throw new CanonicalJsonError("objects must be plain JSON objects");

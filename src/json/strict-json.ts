@@ -236,17 +236,19 @@ class Parser {
   }
 }
 
-/** The nesting depth of a parsed JSON value: scalars 0, `{}` and `[]` 1. */
-export function jsonDepth(value: JsonValue): number {
-  // Iterative so that a deep value built elsewhere cannot overflow the stack.
-  let max = 0;
+/**
+ * True when a value nests arrays and objects deeper than `maxDepth` (`{}` and
+ * `[]` are depth 1). Iterative, and it stops as soon as the limit is passed, so
+ * neither a deep value nor a cyclic one (from a handler) can hang or overflow.
+ */
+export function exceedsJsonDepth(value: JsonValue, maxDepth: number): boolean {
   const stack: Array<[JsonValue, number]> = [[value, 0]];
   for (let item = stack.pop(); item !== undefined; item = stack.pop()) {
     const [v, d] = item;
     if (v === null || typeof v !== "object") continue;
     const depth = d + 1;
-    if (depth > max) max = depth;
+    if (depth > maxDepth) return true;
     for (const child of Array.isArray(v) ? v : Object.values(v)) stack.push([child, depth]);
   }
-  return max;
+  return false;
 }
