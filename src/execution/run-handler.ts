@@ -51,6 +51,7 @@ export async function runHandler(
 function checkResult(result: unknown, maxDepth: number): void {
   if (result === undefined) throw new CanonicalJsonError("the handler returned no result");
   // Depth first: canonical encoding recurses, and must only see bounded values.
-  if (exceedsJsonDepth(result as never, maxDepth)) throw new CanonicalJsonError(`result nested deeper than ${maxDepth}`);
+  if (exceedsJsonDepth(result as never, maxDepth))
+    throw new CanonicalJsonError(`result nested deeper than ${maxDepth}`);
   canonicalJsonDigest(result as never);
 }
