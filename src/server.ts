@@ -1,10 +1,12 @@
 import type { AddressInfo } from "node:net";
+import { create } from "@bufbuild/protobuf";
+import { KeyInfoSchema } from "../gen/openexec/v1/info_pb.js";
 import { createBuiltinRegistry } from "./actions/builtin.js";
 import type { ActionRegistry } from "./actions/registry.js";
 import { rejectionInterceptor } from "./api/connect-errors.js";
 import { registerServices } from "./api/routes.js";
 import type { ServiceFacts } from "./api/service-facts.js";
-import { demoApprovalGate } from "./approval/approval-gate.js";
+import { clawshieldApprovalGate, demoApprovalGate } from "./approval/approval-gate.js";
 import type { ServerConfig } from "./config/server-config.js";
 import { Rejection } from "./errors/reason.js";
 import { Executor } from "./execution/executor.js";
@@ -45,7 +47,7 @@ export async function startServer(
     store,
     actions,
     allowedActions: config.allowedActions,
-    approvals: demoApprovalGate,
+    approvals: config.approval === undefined ? demoApprovalGate : clawshieldApprovalGate(config.approval),
     tenantId: config.tenantId,
     limits: config.limits,
     logger,
@@ -55,7 +57,9 @@ export async function startServer(
     tenantId: config.tenantId,
     allowedActions: config.allowedActions,
     actions: actions.names(),
-    approvalKeys: [],
+    approvalKeys: [...(config.approval?.keys.values() ?? [])].map((key) =>
+      create(KeyInfoSchema, { keyId: key.keyId, algorithm: "ed25519", fingerprint: key.fingerprint }),
+    ),
     schemaVersion: store.schemaVersion,
     readiness: async () => {
       if (executor.draining) return "draining";

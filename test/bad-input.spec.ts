@@ -141,13 +141,6 @@ describe("bad input over REST", () => {
       reason: "field_invalid",
     },
     {
-      name: "approval_artifact that is not base64",
-      body: '{"action":"echo","payload":{},"nonce":"p1","approval_artifact":"%%%"}',
-      status: 400,
-      code: "invalid_argument",
-      reason: "field_invalid",
-    },
-    {
       name: "add with a string operand",
       body: '{"action":"add","payload":{"a":"1","b":2},"nonce":"t1"}',
       status: 400,

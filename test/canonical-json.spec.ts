@@ -12,7 +12,8 @@ import { join } from "node:path";
 import { describe, it, type TestContext } from "node:test";
 import { fileURLToPath } from "node:url";
 import type { JsonValue } from "@bufbuild/protobuf";
-import { canonicalJsonBytes, canonicalJsonDigest } from "../src/json/canonical-json.js";
+import { canonicalJsonDigest } from "../src/json/canonical-digest.js";
+import { canonicalJsonBytes } from "../src/json/canonical-json.js";
 import { decodeUtf8, JsonSyntaxError, type JsonSyntaxReason, parseStrictJson } from "../src/json/strict-json.js";
 
 const root = fileURLToPath(new URL("..", import.meta.url));

@@ -3,7 +3,7 @@ import { after, before, describe, it } from "node:test";
 import type { Action } from "../src/actions/action.js";
 import { builtinActions } from "../src/actions/builtin.js";
 import { ActionRegistry } from "../src/actions/registry.js";
-import { canonicalJsonDigest } from "../src/json/canonical-json.js";
+import { canonicalJsonDigest } from "../src/json/canonical-digest.js";
 import { SqliteLedgerStore } from "../src/ledger/sqlite-store.js";
 import { postJson } from "./support/clients.js";
 import { scratchDir, startTestServer, type TestServer } from "./support/test-server.js";

@@ -1,4 +1,5 @@
 import type { ApprovalUse } from "../ledger/store.js";
+import { type ApprovalPolicy, verifyApproval } from "./verify-approval.js";
 
 /** What an approval is checked against: the request as received. */
 export interface ApprovalSubject {
@@ -19,13 +20,20 @@ export type ApprovalDecision =
 
 /**
  * Decides whether a request carries the authority to run. Throws a Rejection
- * with an approval_* reason when it does not. Pure and offline: no I/O.
+ * with an approval_* reason when it does not. Offline: no network, no store.
  */
 export interface ApprovalGate {
-  check(subject: ApprovalSubject, now: Date): ApprovalDecision;
+  check(subject: ApprovalSubject, now: Date): Promise<ApprovalDecision>;
 }
 
-/** Demo mode: every allowed action runs without an approval. */
+/** Demo mode: every allowed action runs without an approval; an artifact, if sent, is ignored. */
 export const demoApprovalGate: ApprovalGate = {
-  check: () => ({ approved: false }),
+  check: async () => ({ approved: false }),
 };
+
+/** Clawshield mode: nothing runs without a verified approval. */
+export function clawshieldApprovalGate(policy: ApprovalPolicy): ApprovalGate {
+  return {
+    check: async (subject, now) => ({ approved: true, use: await verifyApproval(subject, policy, now) }),
+  };
+}

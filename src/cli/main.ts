@@ -1,16 +1,22 @@
 #!/usr/bin/env node
+import { approveCommand } from "./approve-command.js";
+import { keygenCommand } from "./keygen-command.js";
 import { serveCommand, serveHelp } from "./serve-command.js";
 
 const usage = `Usage: openexec <command> [options]
 
 Commands:
-  serve    run the execution server (the default for npm start)
+  serve    run the execution server (what npm start runs)
+  keygen   create an Ed25519 key pair for signing approvals
+  approve  mint a signed approval and print the /execute body
 
 Run "openexec <command> --help" for a command's options.
 `;
 
 const commands: Record<string, (args: string[]) => Promise<number>> = {
   serve: serveCommand,
+  keygen: keygenCommand,
+  approve: approveCommand,
 };
 
 async function main(argv: string[]): Promise<number> {

@@ -1,7 +1,9 @@
 import { isValidActionName } from "../actions/action.js";
+import type { ApprovalPolicy } from "../approval/verify-approval.js";
 import { defaultRequestLimits, type RequestLimits } from "../execution/request-limits.js";
 import { type DatabaseLocation, DatabaseUrlError, parseDatabaseUrl } from "../ledger/database-url.js";
 import { type LogLevel, logLevels } from "../log/logger.js";
+import { loadApprovalKeys } from "./approval-keys.js";
 
 export type ExecMode = "demo" | "clawshield";
 
@@ -19,6 +21,8 @@ export interface ServerConfig {
   readonly logLevel: LogLevel;
   /** How long SIGTERM waits for in-flight executions before closing anyway. */
   readonly shutdownTimeoutMs: number;
+  /** Clawshield mode: what approvals are verified against; undefined in demo mode. */
+  readonly approval: ApprovalPolicy | undefined;
 }
 
 /** Command-line flags, which win over the environment. */
@@ -95,6 +99,29 @@ export function loadServerConfig(
   }
   const tenantId = tenantRaw ?? "demo";
 
+  let approval: ApprovalPolicy | undefined;
+  if (mode === "clawshield") {
+    const problemsBefore = problems.length;
+    const keys = loadApprovalKeys(read, problems);
+    if (keys.size === 0 && problems.length === problemsBefore) {
+      problems.push(
+        "clawshield mode needs a governance public key: set CLAWSHIELD_PUBLIC_KEY (PEM) or OPENEXEC_APPROVAL_KEYS(_FILE)",
+      );
+    }
+    if (tenantRaw === undefined) problems.push("clawshield mode needs CLAWSHIELD_TENANT_ID");
+    const executorId = read("OPENEXEC_EXECUTOR_ID");
+    if (executorId !== undefined && !tenantPattern.test(executorId)) {
+      problems.push("OPENEXEC_EXECUTOR_ID must be 1-128 characters of A-Z a-z 0-9 . _ : -");
+    }
+    approval = {
+      keys,
+      tenantId,
+      executorId,
+      clockSkewMs: integer("OPENEXEC_APPROVAL_CLOCK_SKEW_S", 30, 0, 3600) * 1000,
+      maxLifetimeMs: integer("OPENEXEC_APPROVAL_MAX_LIFETIME_S", 3600, 1, 7 * 24 * 3600) * 1000,
+    };
+  }
+
   let allowedActions: Set<string> | undefined;
   const allowedRaw = read("OPENEXEC_ALLOWED_ACTIONS");
   if (allowedRaw !== undefined) {
@@ -129,5 +156,5 @@ export function loadServerConfig(
   const shutdownTimeoutMs = integer("OPENEXEC_SHUTDOWN_TIMEOUT_MS", 10_000, 0, 600_000);
 
   if (problems.length > 0) throw new ConfigError(problems);
-  return { mode, host, port, database, tenantId, allowedActions, limits, logLevel, shutdownTimeoutMs };
+  return { mode, host, port, database, tenantId, allowedActions, limits, logLevel, shutdownTimeoutMs, approval };
 }

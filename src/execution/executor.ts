@@ -1,18 +1,13 @@
-import { randomUUID, timingSafeEqual } from "node:crypto";
+import { createHash, randomUUID, timingSafeEqual } from "node:crypto";
 import type { JsonObject } from "@bufbuild/protobuf";
+import { Code } from "@connectrpc/connect";
 import { ActionInputError, type AnyAction, isValidActionName } from "../actions/action.js";
 import type { ActionRegistry } from "../actions/registry.js";
-import type { ApprovalGate } from "../approval/approval-gate.js";
-import { Rejection } from "../errors/reason.js";
-import { canonicalJsonDigest } from "../json/canonical-json.js";
+import type { ApprovalDecision, ApprovalGate, ApprovalSubject } from "../approval/approval-gate.js";
+import { isRejection, Rejection } from "../errors/reason.js";
+import { canonicalJsonDigest } from "../json/canonical-digest.js";
 import { exceedsJsonDepth } from "../json/strict-json.js";
-import {
-  type ExecutionRecord,
-  type FinishedExecution,
-  type LedgerStore,
-  type Reservation,
-  StoreUnavailableError,
-} from "../ledger/store.js";
+import type { Denial, ExecutionRecord, FinishedExecution, LedgerStore, Reservation } from "../ledger/store.js";
 import type { Logger } from "../log/logger.js";
 import { nonceCharacters, type RequestLimits } from "./request-limits.js";
 import { runHandler } from "./run-handler.js";
@@ -55,7 +50,7 @@ interface Settled {
 
 /**
  * Decides and runs one request. `execute` is the whole hot path, top to
- * bottom: shape, action, input, approval, exactly-once, answer.
+ * bottom: shape, action, authority, exactly-once, answer.
  */
 export class Executor {
   readonly #options: ExecutorOptions;
@@ -75,20 +70,24 @@ export class Executor {
     if (this.#draining) throw new Rejection("draining", "the server is shutting down; retry on another instance");
     const { tenantId, limits } = this.#options;
 
-    // 1. Shape: the fields every request must have, within their limits.
+    // 1. Shape: the fields every request must have, within their limits (400, nothing recorded).
     const nonce = checkNonce(command.nonce, limits.maxNonceLength);
     const payload = checkPayload(command.payload, limits.maxJsonDepth);
-    // 2. Action: registered, and allowed here.
+    // 2. Action: registered (404), and its own validation of the payload (400).
     const action = this.#findAction(command.action);
-    // 3. Input: the action's own validation.
     const input = parseInput(action, payload);
     const payloadDigest = canonicalJsonDigest(payload);
-    // 4. Authority: a verified approval in clawshield mode.
-    const decision = this.#options.approvals.check(
-      { tenantId, action: action.name, nonce, payloadDigest, artifact: command.approvalArtifact },
-      this.#now(),
-    );
-    // 5. Once: reserve the nonce durably, run, record; duplicates share the run.
+    // 3. Authority: a verified approval (clawshield mode), then the allow-list (403, recorded).
+    const subject: ApprovalSubject = {
+      tenantId,
+      action: action.name,
+      nonce,
+      payloadDigest,
+      artifact: command.approvalArtifact,
+    };
+    const now = this.#now();
+    const decision = await this.#authorise(subject, now);
+    // 4. Once: reserve the nonce (and consume the approval) durably, run, record.
     const reservation: Reservation = {
       executionId: randomUUID(),
       tenantId,
@@ -96,10 +95,10 @@ export class Executor {
       action: action.name,
       payloadDigest,
       approval: decision.approved ? decision.use : undefined,
-      logicalTime: this.#now(),
+      logicalTime: now,
     };
     const settled = await this.#once(reservation, action, input);
-    // 6. Answer: the outcome, if this request matches the one that owns the nonce.
+    // 5. Answer: the outcome, if this request matches the one that owns the nonce.
     const { record } = settled;
     if (record.action !== action.name || !digestsEqual(record.payloadDigest, payloadDigest)) {
       throw new Rejection("nonce_reused", "this nonce was already used for a different action or payload");
@@ -133,11 +132,54 @@ export class Executor {
     }
     const action = this.#options.actions.get(name);
     if (action === undefined) throw new Rejection("unknown_action", `unknown action "${name}"`);
-    const allowed = this.#options.allowedActions;
-    if (allowed !== undefined && !allowed.has(name)) {
-      throw new Rejection("action_not_allowed", `action "${name}" is not in OPENEXEC_ALLOWED_ACTIONS`);
-    }
     return action;
+  }
+
+  /** The approval, then the allow-list. A refusal is recorded with a receipt and rethrown carrying it. */
+  async #authorise(subject: ApprovalSubject, now: Date): Promise<ApprovalDecision> {
+    try {
+      const decision = await this.#options.approvals.check(subject, now);
+      const allowed = this.#options.allowedActions;
+      if (allowed !== undefined && !allowed.has(subject.action)) {
+        throw new Rejection("action_not_allowed", `action "${subject.action}" is not in OPENEXEC_ALLOWED_ACTIONS`);
+      }
+      return decision;
+    } catch (error) {
+      if (isRejection(error) && error.code === Code.PermissionDenied) {
+        const approvalDigest =
+          subject.artifact.length === 0 ? undefined : createHash("sha256").update(subject.artifact).digest();
+        throw await this.#recordDenial(error, { ...subject, approvalDigest }, now);
+      }
+      throw error;
+    }
+  }
+
+  /**
+   * Records a denied attempt. If even that fails the request is still denied
+   * (fail closed), only without a receipt.
+   */
+  async #recordDenial(
+    rejection: Rejection,
+    attempt: Pick<Denial, "tenantId" | "nonce" | "action" | "payloadDigest" | "approvalDigest">,
+    now: Date,
+  ): Promise<Rejection> {
+    const { store, logger } = this.#options;
+    try {
+      const denied = await store.recordDenial({
+        ...attempt,
+        attemptId: randomUUID(),
+        reason: rejection.reason,
+        logicalTime: now,
+      });
+      logger.info({ attemptId: denied.executionId, action: attempt.action, reason: rejection.reason }, "denied");
+      return new Rejection(rejection.reason, rejection.message, {
+        executionId: denied.executionId,
+        receipt: denied.receipt.digest.toString("hex"),
+      });
+    } catch (error) {
+      logger.error({ reason: rejection.reason, err: error instanceof Error ? error.name : "" }, "denial not recorded");
+      return rejection;
+    }
   }
 
   #once(reservation: Reservation, action: AnyAction, input: unknown): Promise<Settled> {
@@ -158,7 +200,11 @@ export class Executor {
     const { store, limits, logger } = this.#options;
     const reserved = await guardStore(store.reserve(reservation));
     if (reserved.kind === "approval_used") {
-      throw new Rejection("approval_reused", "this approval has already been used for another execution");
+      throw await this.#recordDenial(
+        new Rejection("approval_reused", "this approval has already been used for another execution"),
+        { ...reservation, approvalDigest: reservation.approval?.digest },
+        reservation.logicalTime,
+      );
     }
     if (reserved.kind === "existing") {
       const record =
@@ -248,15 +294,12 @@ function digestsEqual(a: Buffer, b: Buffer): boolean {
   return a.length === b.length && timingSafeEqual(a, b);
 }
 
-/** Store failures surface as UNAVAILABLE, never as an internal error. */
+/** Store failures (StoreUnavailableError, driver errors) surface as UNAVAILABLE, never as INTERNAL. */
 async function guardStore<T>(operation: Promise<T>): Promise<T> {
   try {
     return await operation;
   } catch (error) {
-    if (error instanceof Rejection) throw error;
-    if (error instanceof StoreUnavailableError) {
-      throw new Rejection("store_unavailable", "the ledger is unavailable; retry later");
-    }
+    if (isRejection(error)) throw error;
     throw new Rejection("store_unavailable", "the ledger is unavailable; retry later");
   }
 }

@@ -1,6 +1,7 @@
 import type { ActionEffect, AnyAction, ExecutionContext } from "../actions/action.js";
 import type { FailureReason } from "../errors/reason.js";
-import { CanonicalJsonError, canonicalJsonDigest } from "../json/canonical-json.js";
+import { canonicalJsonDigest } from "../json/canonical-digest.js";
+import { CanonicalJsonError } from "../json/canonical-json.js";
 import { exceedsJsonDepth } from "../json/strict-json.js";
 
 export type HandlerOutcome =

@@ -1,4 +1,3 @@
-import { createHash } from "node:crypto";
 import { create, type JsonValue, toBinary } from "@bufbuild/protobuf";
 import {
   type CanonicalMember,
@@ -7,6 +6,8 @@ import {
   type CanonicalValue,
   CanonicalValueSchema,
 } from "../../gen/openexec/v1/canonical_json_pb.js";
+
+// Portable on purpose (no Node-only imports): the approval signer uses it in browsers.
 
 /** A value that has no canonical form (docs/CANONICAL_JSON.md, "Refused input"). */
 export class CanonicalJsonError extends Error {
@@ -20,11 +21,6 @@ export class CanonicalJsonError extends Error {
  */
 export function canonicalJsonBytes(value: JsonValue): Uint8Array {
   return toBinary(CanonicalValueSchema, toCanonicalValue(value));
-}
-
-/** SHA-256 of the canonical bytes: the payload and result digest. */
-export function canonicalJsonDigest(value: JsonValue): Buffer {
-  return createHash("sha256").update(canonicalJsonBytes(value)).digest();
 }
 
 function toCanonicalValue(value: JsonValue): CanonicalValue {

@@ -36,6 +36,24 @@ export const sqliteMigrations: readonly { readonly version: number; readonly nam
       ) WITHOUT ROWID;
     `,
   },
+  {
+    version: 2,
+    name: "denied attempts",
+    sql: `
+      CREATE TABLE denials (
+        attempt_id      TEXT PRIMARY KEY,
+        tenant_id       TEXT NOT NULL,
+        nonce           TEXT NOT NULL,
+        action          TEXT NOT NULL,
+        payload_digest  BLOB NOT NULL,
+        approval_digest BLOB,
+        reason          TEXT NOT NULL,
+        logical_time_ms INTEGER NOT NULL,
+        receipt         BLOB NOT NULL,
+        receipt_digest  BLOB NOT NULL
+      );
+    `,
+  },
 ];
 
 export const latestSqliteSchemaVersion = sqliteMigrations.reduce((max, m) => Math.max(max, m.version), 0);

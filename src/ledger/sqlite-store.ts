@@ -3,12 +3,14 @@ import { dirname } from "node:path";
 import type { JsonValue } from "@bufbuild/protobuf";
 import Database from "better-sqlite3";
 import { ExecutionStatus } from "../../gen/openexec/v1/receipt_pb.js";
-import type { FailureReason } from "../errors/reason.js";
-import { canonicalJsonDigest } from "../json/canonical-json.js";
+import type { FailureReason, RejectionReason } from "../errors/reason.js";
+import { canonicalJsonDigest } from "../json/canonical-digest.js";
 import { type EncodedReceipt, encodeReceipt } from "../receipts/receipt.js";
 import { latestSqliteSchemaVersion, sqliteMigrations } from "./sqlite-migrations.js";
 import {
   type Completion,
+  type Denial,
+  type DeniedAttempt,
   type ExecutionRecord,
   type FinishedExecution,
   type LedgerStore,
@@ -32,6 +34,19 @@ interface ExecutionRow {
   result_digest: Buffer | null;
   receipt: Buffer | null;
   receipt_digest: Buffer | null;
+}
+
+interface DenialRow {
+  attempt_id: string;
+  tenant_id: string;
+  nonce: string;
+  action: string;
+  payload_digest: Buffer;
+  approval_digest: Buffer | null;
+  reason: string;
+  logical_time_ms: number;
+  receipt: Buffer;
+  receipt_digest: Buffer;
 }
 
 export class SchemaTooNewError extends Error {
@@ -85,6 +100,12 @@ export class SqliteLedgerStore implements LedgerStore {
       counter: db.prepare<[string, string], { value: number }>(
         "SELECT value FROM counters WHERE tenant_id = ? AND key = ?",
       ),
+      insertDenial: db.prepare(`
+        INSERT INTO denials (attempt_id, tenant_id, nonce, action, payload_digest, approval_digest,
+          reason, logical_time_ms, receipt, receipt_digest)
+        VALUES (@attemptId, @tenantId, @nonce, @action, @payloadDigest, @approvalDigest,
+          @reason, @logicalTimeMs, @receipt, @receiptDigest)`),
+      denialById: db.prepare<[string], DenialRow>("SELECT * FROM denials WHERE attempt_id = ?"),
       setCounter: db.prepare(`
         INSERT INTO counters (tenant_id, key, value) VALUES (?, ?, ?)
         ON CONFLICT (tenant_id, key) DO UPDATE SET value = excluded.value`),
@@ -197,9 +218,52 @@ export class SqliteLedgerStore implements LedgerStore {
     return row === undefined ? undefined : toRecord(row);
   }
 
-  async findById(executionId: string): Promise<ExecutionRecord | undefined> {
+  async findById(executionId: string): Promise<ExecutionRecord | DeniedAttempt | undefined> {
     const row = this.#read(() => this.#statements.byId.get(executionId));
-    return row === undefined ? undefined : toRecord(row);
+    if (row !== undefined) return toRecord(row);
+    const denial = this.#read(() => this.#statements.denialById.get(executionId));
+    return denial === undefined ? undefined : toDeniedAttempt(denial);
+  }
+
+  recordDenial(denial: Denial): Promise<DeniedAttempt> {
+    return this.#writes.run((): DeniedAttempt => {
+      const receipt = encodeReceipt({
+        executionId: denial.attemptId,
+        tenantId: denial.tenantId,
+        action: denial.action,
+        nonce: denial.nonce,
+        payloadDigest: denial.payloadDigest,
+        approvalDigest: denial.approvalDigest,
+        resultDigest: undefined,
+        status: ExecutionStatus.DENIED,
+        reason: denial.reason,
+        logicalTime: denial.logicalTime,
+      });
+      this.#statements.insertDenial.run({
+        attemptId: denial.attemptId,
+        tenantId: denial.tenantId,
+        nonce: denial.nonce,
+        action: denial.action,
+        payloadDigest: denial.payloadDigest,
+        approvalDigest: denial.approvalDigest ?? null,
+        reason: denial.reason,
+        logicalTimeMs: denial.logicalTime.getTime(),
+        receipt: receipt.body,
+        receiptDigest: receipt.digest,
+      });
+      return {
+        executionId: denial.attemptId,
+        tenantId: denial.tenantId,
+        nonce: denial.nonce,
+        action: denial.action,
+        payloadDigest: denial.payloadDigest,
+        approvalDigest: denial.approvalDigest,
+        logicalTime: denial.logicalTime,
+        status: "denied",
+        reason: denial.reason,
+        receipt,
+      };
+    });
   }
 
   recoverInterrupted(): Promise<number> {
@@ -306,4 +370,19 @@ function toRecord(row: ExecutionRow): ExecutionRecord {
     case "interrupted":
       return { ...base, status: "interrupted", receipt };
   }
+}
+
+function toDeniedAttempt(row: DenialRow): DeniedAttempt {
+  return {
+    executionId: row.attempt_id,
+    tenantId: row.tenant_id,
+    nonce: row.nonce,
+    action: row.action,
+    payloadDigest: row.payload_digest,
+    approvalDigest: row.approval_digest ?? undefined,
+    logicalTime: new Date(row.logical_time_ms),
+    status: "denied",
+    reason: row.reason as RejectionReason,
+    receipt: { body: row.receipt, digest: row.receipt_digest },
+  };
 }

@@ -1,6 +1,6 @@
 import type { JsonValue } from "@bufbuild/protobuf";
 import type { ActionEffect } from "../actions/action.js";
-import type { FailureReason } from "../errors/reason.js";
+import type { FailureReason, RejectionReason } from "../errors/reason.js";
 import type { EncodedReceipt } from "../receipts/receipt.js";
 
 /**
@@ -23,8 +23,10 @@ export interface LedgerStore {
   complete(executionId: string, completion: Completion): Promise<FinishedExecution>;
   /** The record for (tenant, nonce), if any. */
   find(tenantId: string, nonce: string): Promise<ExecutionRecord | undefined>;
-  /** The record with this execution id, if any. */
-  findById(executionId: string): Promise<ExecutionRecord | undefined>;
+  /** The execution or denied attempt with this id, if any. */
+  findById(executionId: string): Promise<ExecutionRecord | DeniedAttempt | undefined>;
+  /** Records a refused attempt with its receipt; the nonce stays unused. */
+  recordDenial(denial: Denial): Promise<DeniedAttempt>;
   /**
    * Marks every reservation left pending by an earlier process as interrupted,
    * with a receipt, so that it never runs. Called once at start.
@@ -97,6 +99,30 @@ export type FinishedExecution = ExecutionBase &
   );
 
 export type ExecutionRecord = PendingExecution | FinishedExecution;
+
+/**
+ * An attempt refused at the boundary (403): recorded with a receipt so that
+ * denials are evidence too, but it reserves nothing: a forged request cannot
+ * burn the nonce of a legitimate one.
+ */
+export interface Denial {
+  readonly attemptId: string;
+  readonly tenantId: string;
+  readonly nonce: string;
+  readonly action: string;
+  readonly payloadDigest: Buffer;
+  /** SHA-256 of the approval artifact bytes, when one was sent. */
+  readonly approvalDigest: Buffer | undefined;
+  readonly reason: RejectionReason;
+  readonly logicalTime: Date;
+}
+
+export type DeniedAttempt = Omit<ExecutionBase, "executionId"> & {
+  readonly executionId: string;
+  readonly status: "denied";
+  readonly reason: RejectionReason;
+  readonly receipt: EncodedReceipt;
+};
 
 /** The store failed (I/O, corruption, lost connection): answered as UNAVAILABLE. */
 export class StoreUnavailableError extends Error {

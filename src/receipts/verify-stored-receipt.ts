@@ -1,6 +1,7 @@
 import { timingSafeEqual } from "node:crypto";
 import type { JsonValue } from "@bufbuild/protobuf";
-import { CanonicalJsonError, canonicalJsonDigest } from "../json/canonical-json.js";
+import { canonicalJsonDigest } from "../json/canonical-digest.js";
+import { CanonicalJsonError } from "../json/canonical-json.js";
 import { JsonSyntaxError, parseStrictJson } from "../json/strict-json.js";
 import type { LedgerStore } from "../ledger/store.js";
 import { sha256 } from "./receipt.js";

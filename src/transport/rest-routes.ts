@@ -137,12 +137,18 @@ function toExecuteCommand(body: JsonObject): ExecuteCommand {
 
 const base64 = /^(?:[A-Za-z0-9+/_-]{4})*(?:[A-Za-z0-9+/_-]{2}(?:==)?|[A-Za-z0-9+/_-]{3}=?)?$/;
 
+/**
+ * Bytes no SignedEnvelope decodes from (field 31 with the invalid wire type 7):
+ * what an artifact that is not base64 becomes, so that clawshield mode denies
+ * it as approval_malformed (403, recorded) and demo mode ignores it, as it
+ * ignores every artifact.
+ */
+const undecodableArtifact = Uint8Array.of(0xff);
+
 /** approval_artifact is base64 (standard or URL-safe) as in protobuf JSON; null or absent means none. */
 function decodeArtifact(value: JsonValue | undefined): Uint8Array {
   if (value === undefined || value === null || value === "") return new Uint8Array(0);
-  if (typeof value !== "string" || !base64.test(value)) {
-    throw new Rejection("field_invalid", '"approval_artifact" must be a base64 string');
-  }
+  if (typeof value !== "string" || !base64.test(value)) return undecodableArtifact;
   return new Uint8Array(Buffer.from(value, value.includes("-") || value.includes("_") ? "base64url" : "base64"));
 }
 

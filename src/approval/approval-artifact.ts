@@ -1,0 +1,49 @@
+import { type DescMessage, fromBinary, type MessageShape } from "@bufbuild/protobuf";
+import { type Approval, ApprovalSchema } from "../../gen/openexec/v1/approval_pb.js";
+import { type SignedEnvelope, SignedEnvelopeSchema } from "../../gen/openexec/v1/envelope_pb.js";
+
+/** The DSSE payload type of a serialised openexec.v1.Approval. */
+export const approvalPayloadType = "application/vnd.openexec.approval.v1+proto";
+
+/** Approval ids: unique per tenant, chosen by the governance service. */
+export const approvalIdPattern = /^[A-Za-z0-9._:-]{1,128}$/;
+
+/** An artifact that decoded cleanly: the envelope and the approval inside it. */
+export interface DecodedArtifact {
+  readonly envelope: SignedEnvelope;
+  readonly approval: Approval;
+}
+
+/**
+ * Decodes an approval artifact strictly: an envelope with the approval payload
+ * type and exactly one signature, and an approval with every required field,
+ * neither carrying fields this version does not know. Returns a description of
+ * the first problem instead of throwing; nothing here is trusted yet.
+ */
+export function decodeArtifact(bytes: Uint8Array): DecodedArtifact | string {
+  const envelope = decodeKnownFields(SignedEnvelopeSchema, bytes);
+  if (envelope === undefined) return "the artifact is not a SignedEnvelope";
+  if (envelope.payloadType !== approvalPayloadType) return `payload_type must be "${approvalPayloadType}"`;
+  if (envelope.signatures.length !== 1) return "the envelope must carry exactly one signature";
+  const approval = decodeKnownFields(ApprovalSchema, envelope.payload);
+  if (approval === undefined) return "the envelope payload is not an Approval";
+  if (!approvalIdPattern.test(approval.approvalId))
+    return "approval_id must be 1-128 characters of A-Z a-z 0-9 . _ : -";
+  if (approval.payloadDigest.length !== 32) return "payload_digest must be 32 bytes";
+  if (approval.issuedAt === undefined || approval.notAfter === undefined) return "issued_at and not_after are required";
+  if (approval.keyId === "" || approval.keyId !== envelope.signatures[0]?.keyId) {
+    return "the approval's key_id must name the key that signed it";
+  }
+  return { envelope, approval };
+}
+
+function decodeKnownFields<Desc extends DescMessage>(schema: Desc, bytes: Uint8Array): MessageShape<Desc> | undefined {
+  try {
+    const message = fromBinary(schema, bytes, { readUnknownFields: true });
+    // Unknown fields would be signed but never checked: refuse them.
+    const unknown = (message as { $unknown?: unknown[] }).$unknown;
+    return unknown !== undefined && unknown.length > 0 ? undefined : message;
+  } catch {
+    return undefined;
+  }
+}

@@ -1,0 +1,3 @@
+// The package's public API for clients: agents and governance services.
+export { type ApprovalRequest, type SignedApproval, signApproval } from "./client/sign-approval.js";
+export { canonicalJsonBytes } from "./json/canonical-json.js";
