@@ -215,6 +215,20 @@ describe("bad input over REST", () => {
     });
   }
 
+  it("a payload at exactly the depth limit runs, and echo may wrap it one level deeper", async () => {
+    // The payload object is level 1: {"a": [[[[[[[]]]]]]]} is 8 levels.
+    const payload = JSON.parse(`{"a":${deep(7)}}`);
+    const answer = await postJson(`${server.url}/execute`, { action: "echo", payload, nonce: "at-limit" });
+    assert.equal(answer.status, 200);
+    assert.equal(answer.body.status, "executed");
+    const verified = await postJson(`${server.url}/receipts/verify`, {
+      exec_id: answer.body.id,
+      result: answer.body.result,
+      receipt: answer.body.receipt,
+    });
+    assert.deepEqual(verified.body, { valid: true });
+  });
+
   it("a refused request consumes no nonce", async () => {
     const refused = await postJson(`${server.url}/execute`, {
       action: "add",

@@ -33,7 +33,7 @@ export function createExecutionService(deps: {
           result: valueToJson(request.result),
           receipt: request.receipt,
         },
-        deps.limits.maxJsonDepth,
+        deps.limits.maxJsonDepth + 1,
       );
       return { valid };
     },

@@ -15,8 +15,13 @@ Options:
 
 Environment (all optional; see docs/CONFIGURATION.md):
   OPENEXEC_MODE                demo (default) or clawshield
-  CLAWSHIELD_PUBLIC_KEY        PEM Ed25519 public key (clawshield mode)
-  CLAWSHIELD_TENANT_ID         tenant requests execute under (default "demo" in demo mode)
+  CLAWSHIELD_PUBLIC_KEY        PEM Ed25519 public key of the governance service (clawshield mode)
+  CLAWSHIELD_TENANT_ID         tenant requests execute under (required in clawshield mode; default "demo")
+  OPENEXEC_APPROVAL_KEYS       key ring for rotation: JSON {"key-id": "PEM", ...}
+  OPENEXEC_APPROVAL_KEYS_FILE  a file holding that JSON
+  OPENEXEC_EXECUTOR_ID         this executor's id, matched against an approval's audience
+  OPENEXEC_APPROVAL_CLOCK_SKEW_S     tolerated clock difference (default 30)
+  OPENEXEC_APPROVAL_MAX_LIFETIME_S   longest approval validity accepted (default 3600)
   OPENEXEC_ALLOWED_ACTIONS     comma-separated allow-list; unset means every registered action
   OPENEXEC_DB_URL              sqlite:///openexec.db (default, relative) or sqlite:////abs/path
   OPENEXEC_MAX_BODY_BYTES      largest request body (default 1048576)

@@ -222,7 +222,8 @@ export class Executor {
         tenantId: reservation.tenantId,
         logicalTime: reservation.logicalTime,
       },
-      { timeoutMs: limits.handlerTimeoutMs, maxResultDepth: limits.maxJsonDepth },
+      // A result may nest one level deeper than its payload: echo wraps the payload it returns.
+      { timeoutMs: limits.handlerTimeoutMs, maxResultDepth: limits.maxJsonDepth + 1 },
     );
     if (!outcome.ok) {
       const errorName = outcome.error instanceof Error ? outcome.error.name : typeof outcome.error;

@@ -1,8 +1,8 @@
-/** The limits every request is held to; each is configurable (docs/LIMITS.md). */
+/** The limits every request is held to; each is configurable (docs/CONFIGURATION.md). */
 export interface RequestLimits {
   /** Largest request body, in bytes. */
   readonly maxBodyBytes: number;
-  /** Deepest nesting of a payload or result; the payload object itself is level 1. */
+  /** Deepest nesting of a payload (the payload object itself is level 1); results may go one deeper. */
   readonly maxJsonDepth: number;
   /** Longest nonce, in characters. */
   readonly maxNonceLength: number;

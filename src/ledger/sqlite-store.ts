@@ -55,7 +55,7 @@ export class SchemaTooNewError extends Error {
 
 /**
  * The ledger in one SQLite file (WAL, synchronous=FULL). One server process
- * owns a file; replicas share PostgreSQL instead.
+ * owns a file (replicas need a shared server database behind this same interface).
  *
  * Writes from concurrent requests are grouped into one transaction per turn
  * of the event loop (WriteBatcher), so N reservations cost one fsync, not N;

@@ -4,8 +4,9 @@ import type { FailureReason, RejectionReason } from "../errors/reason.js";
 import type { EncodedReceipt } from "../receipts/receipt.js";
 
 /**
- * The durable ledger: one row per (tenant, nonce). SQLite and PostgreSQL
- * implement it and pass the same tests (ledger/store-contract.spec.ts).
+ * The durable ledger: one row per (tenant, nonce), plus the recorded denials.
+ * SQLite implements it today; a PostgreSQL store for replicas implements the
+ * same interface and must pass the same tests.
  */
 export interface LedgerStore {
   /** The schema version after migrations. */

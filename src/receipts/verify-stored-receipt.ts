@@ -26,7 +26,7 @@ const hexDigest = /^[0-9a-f]{64}$/;
 export async function verifyStoredReceipt(
   store: LedgerStore,
   claim: StoredReceiptClaim,
-  maxJsonDepth: number,
+  maxResultDepth: number,
 ): Promise<boolean> {
   const claimedDigest = claim.receipt.trim().toLowerCase();
   if (!hexDigest.test(claimedDigest) || claim.executionId === "") return false;
@@ -39,7 +39,7 @@ export async function verifyStoredReceipt(
     // No result was produced: the only matching claim is "no result".
     return claim.result === undefined || claim.result === null || claim.result === "null";
   }
-  return resultCandidates(claim.result, maxJsonDepth).some((candidate) => {
+  return resultCandidates(claim.result, maxResultDepth).some((candidate) => {
     try {
       return equal(canonicalJsonDigest(candidate), record.resultDigest);
     } catch (error) {
@@ -50,11 +50,11 @@ export async function verifyStoredReceipt(
 }
 
 /** The claimed value itself and, for a string, the value its JSON text denotes. */
-function resultCandidates(result: JsonValue | undefined, maxJsonDepth: number): JsonValue[] {
+function resultCandidates(result: JsonValue | undefined, maxDepth: number): JsonValue[] {
   if (result === undefined) return [];
   if (typeof result !== "string") return [result];
   try {
-    return [result, parseStrictJson(result, { maxDepth: maxJsonDepth })];
+    return [result, parseStrictJson(result, { maxDepth })];
   } catch (error) {
     if (error instanceof JsonSyntaxError) return [result];
     throw error;

@@ -8,7 +8,7 @@ import {
 } from "@connectrpc/connect-node";
 import { Rejection } from "../errors/reason.js";
 import type { Logger } from "../log/logger.js";
-import { type NodeResponse, writeRejection } from "./http-errors.js";
+import { writeRejection } from "./http-errors.js";
 import type { RequestListener } from "./http-server.js";
 
 export interface ConnectListenerOptions extends ConnectRouterOptions {
@@ -54,7 +54,8 @@ export function createConnectListener(options: ConnectListenerOptions): RequestL
           { rpc: `${handler.service.typeName}/${handler.method.name}`, err: error instanceof Error ? error.name : "" },
           "rpc response failed",
         );
-        if (!res.headersSent) writeRejection(res as NodeResponse, new Rejection("body_malformed", "request failed"));
+        // The answer could not be written (usually the client went away): nothing to tell anyone.
+        res.destroy();
       });
   };
 }

@@ -74,7 +74,7 @@ export function createRestRoutes(deps: RestDependencies): (path: string) => Map<
             result: body.result,
             receipt: requireString(body, "receipt"),
           },
-          limits.maxJsonDepth,
+          limits.maxJsonDepth + 1,
         );
         writeJson(res, 200, { valid });
       }),
@@ -111,8 +111,9 @@ async function readJsonObject(req: NodeRequest, limits: RequestLimits): Promise<
   const bytes = await readBody(req, limits.maxBodyBytes);
   let value: JsonValue;
   try {
-    // +1: the request object wraps the payload, whose own limit is maxJsonDepth.
-    value = parseStrictJson(decodeUtf8(bytes), { maxDepth: limits.maxJsonDepth + 1 });
+    // The request object wraps a payload (limit maxJsonDepth) or a result (one
+    // deeper); the executor and the verifier hold each to its own limit.
+    value = parseStrictJson(decodeUtf8(bytes), { maxDepth: limits.maxJsonDepth + 2 });
   } catch (error) {
     if (error instanceof JsonSyntaxError) throw new Rejection(error.reason, `invalid JSON body: ${error.message}`);
     throw error;
