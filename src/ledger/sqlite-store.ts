@@ -334,7 +334,13 @@ function migrate(db: Database.Database): number {
   return latestSqliteSchemaVersion;
 }
 
-function toBase(row: ExecutionRow) {
+/** The columns executions and denials share. */
+type AttemptColumns = Pick<
+  ExecutionRow,
+  "tenant_id" | "nonce" | "action" | "payload_digest" | "approval_digest" | "logical_time_ms"
+>;
+
+function toBase(row: AttemptColumns & { execution_id: string }) {
   return {
     executionId: row.execution_id,
     tenantId: row.tenant_id,
@@ -374,13 +380,7 @@ function toRecord(row: ExecutionRow): ExecutionRecord {
 
 function toDeniedAttempt(row: DenialRow): DeniedAttempt {
   return {
-    executionId: row.attempt_id,
-    tenantId: row.tenant_id,
-    nonce: row.nonce,
-    action: row.action,
-    payloadDigest: row.payload_digest,
-    approvalDigest: row.approval_digest ?? undefined,
-    logicalTime: new Date(row.logical_time_ms),
+    ...toBase({ ...row, execution_id: row.attempt_id }),
     status: "denied",
     reason: row.reason as RejectionReason,
     receipt: { body: row.receipt, digest: row.receipt_digest },
