@@ -13,6 +13,8 @@ import { Executor } from "./execution/executor.js";
 import { SqliteLedgerStore } from "./ledger/sqlite-store.js";
 import type { LedgerStore } from "./ledger/store.js";
 import type { Logger } from "./log/logger.js";
+import type { ReceiptSigner } from "./receipts/receipt.js";
+import { loadReceiptKey } from "./receipts/receipt-key.js";
 import { createConnectListener } from "./transport/connect-adapter.js";
 import { writeRejection } from "./transport/http-errors.js";
 import { PolyglotHttpServer } from "./transport/http-server.js";
@@ -34,7 +36,8 @@ export async function startServer(
   actions: ActionRegistry = createBuiltinRegistry(),
 ): Promise<RunningServer> {
   if (!actions.sealed) throw new Error("the action registry must be sealed before the server starts");
-  const store = openStore(config);
+  const receiptKey = loadReceiptKey(config.receiptKeyPem, receiptKeyPath(config));
+  const store = openStore(config, { keyId: receiptKey.public.keyId, sign: receiptKey.sign });
   try {
     const interrupted = await store.recoverInterrupted();
     if (interrupted > 0) logger.warn({ interrupted }, "recorded executions interrupted by an earlier stop");
@@ -60,6 +63,14 @@ export async function startServer(
     approvalKeys: [...(config.approval?.keys.values() ?? [])].map((key) =>
       create(KeyInfoSchema, { keyId: key.keyId, algorithm: "ed25519", fingerprint: key.fingerprint }),
     ),
+    receiptKey: {
+      info: create(KeyInfoSchema, {
+        keyId: receiptKey.public.keyId,
+        algorithm: "ed25519",
+        fingerprint: receiptKey.public.fingerprint,
+      }),
+      publicPem: receiptKey.publicPem,
+    },
     schemaVersion: store.schemaVersion,
     readiness: async () => {
       if (executor.draining) return "draining";
@@ -74,14 +85,21 @@ export async function startServer(
 
   const shutdownSignal = new AbortController();
   const connect = createConnectListener({
-    routes: registerServices({ executor, store, limits: config.limits, facts }),
+    routes: registerServices({ executor, store, limits: config.limits, facts, receiptKey: receiptKey.public }),
     logger,
     readMaxBytes: config.limits.maxBodyBytes,
     interceptors: [rejectionInterceptor],
     shutdownSignal: shutdownSignal.signal,
     fallback: (_req, res) => writeRejection(res, new Rejection("route_not_found", "no such path; see docs/API.md")),
   });
-  const restRoute = createRestRoutes({ executor, store, facts, limits: config.limits, logger });
+  const restRoute = createRestRoutes({
+    executor,
+    store,
+    facts,
+    limits: config.limits,
+    logger,
+    receiptKey: receiptKey.public,
+  });
 
   const http = new PolyglotHttpServer((req, res) => {
     const path = (req.url ?? "/").split("?")[0] ?? "/";
@@ -130,10 +148,15 @@ export async function startServer(
   return { address, url: `http://${host}:${address.port}`, shutdown };
 }
 
-function openStore(config: ServerConfig): LedgerStore {
+/** Where the generated receipt key lives: beside the ledger file. */
+function receiptKeyPath(config: ServerConfig): string {
+  return config.database.kind === "sqlite" ? `${config.database.path}.receipt-key.pem` : "openexec.receipt-key.pem";
+}
+
+function openStore(config: ServerConfig, signer: ReceiptSigner): LedgerStore {
   switch (config.database.kind) {
     case "sqlite":
-      return SqliteLedgerStore.open(config.database.path);
+      return SqliteLedgerStore.open(config.database.path, signer);
     case "postgres":
       throw new Error("PostgreSQL is not supported by this build");
   }

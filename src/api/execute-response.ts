@@ -1,9 +1,10 @@
-import { create, fromJson, type JsonValue } from "@bufbuild/protobuf";
+import { create, fromBinary, fromJson, type JsonValue } from "@bufbuild/protobuf";
 import { NullValue, type Value, ValueSchema } from "@bufbuild/protobuf/wkt";
+import { type SignedEnvelope, SignedEnvelopeSchema } from "../../gen/openexec/v1/envelope_pb.js";
 import { type ExecuteResponse, ExecuteResponseSchema } from "../../gen/openexec/v1/execution_pb.js";
-import { ExecutionStatus } from "../../gen/openexec/v1/receipt_pb.js";
+import { ExecutionStatus, ReceiptSchema } from "../../gen/openexec/v1/receipt_pb.js";
 import type { ExecuteOutcome } from "../execution/executor.js";
-import { receiptPayloadType } from "../receipts/receipt.js";
+import { type EncodedReceipt, receiptPayloadType } from "../receipts/receipt.js";
 
 /** The Execute answer for an outcome, identical for first runs and replays but for `replayed`. */
 export function toExecuteResponse(outcome: ExecuteOutcome): ExecuteResponse {
@@ -17,7 +18,7 @@ export function toExecuteResponse(outcome: ExecuteOutcome): ExecuteResponse {
     replayed: outcome.replayed,
     status: execution.status === "executed" ? ExecutionStatus.EXECUTED : ExecutionStatus.FAILED,
     reason: execution.status === "failed" ? execution.reason : "",
-    signedReceipt: { payload: execution.receipt.body, payloadType: receiptPayloadType, signatures: [] },
+    signedReceipt: signedReceiptOf(execution.receipt),
   });
 }
 
@@ -28,4 +29,14 @@ export function jsonToValue(json: JsonValue): Value {
 
 function nullValue(): Value {
   return create(ValueSchema, { kind: { case: "nullValue", value: NullValue.NULL_VALUE } });
+}
+
+/** The receipt as a DSSE-shaped envelope: its bytes and, when signed, the executor's signature. */
+export function signedReceiptOf(receipt: EncodedReceipt): SignedEnvelope {
+  const keyId = fromBinary(ReceiptSchema, receipt.body).receiptKeyId;
+  return create(SignedEnvelopeSchema, {
+    payload: receipt.body,
+    payloadType: receiptPayloadType,
+    signatures: receipt.signature.length === 0 ? [] : [{ keyId, sig: receipt.signature }],
+  });
 }

@@ -7,6 +7,7 @@ import type { Executor } from "../execution/executor.js";
 import type { RequestLimits } from "../execution/request-limits.js";
 import type { LedgerStore } from "../ledger/store.js";
 import { verifyStoredReceipt } from "../receipts/verify-stored-receipt.js";
+import type { VerificationKey } from "../signing/ed25519-keys.js";
 import { toExecuteResponse } from "./execute-response.js";
 
 /** openexec.v1.ExecutionService: the Connect, gRPC and gRPC-web face of the executor. */
@@ -14,6 +15,7 @@ export function createExecutionService(deps: {
   readonly executor: Executor;
   readonly store: LedgerStore;
   readonly limits: RequestLimits;
+  readonly receiptKey: VerificationKey;
 }): ServiceImpl<typeof ExecutionService> {
   return {
     async execute(request) {
@@ -28,6 +30,7 @@ export function createExecutionService(deps: {
     async verifyReceipt(request) {
       const valid = await verifyStoredReceipt(
         deps.store,
+        deps.receiptKey,
         {
           executionId: request.execId,
           result: valueToJson(request.result),

@@ -7,6 +7,7 @@ import { InfoService } from "../../gen/openexec/v1/info_pb.js";
 import type { Executor } from "../execution/executor.js";
 import type { RequestLimits } from "../execution/request-limits.js";
 import type { LedgerStore } from "../ledger/store.js";
+import type { VerificationKey } from "../signing/ed25519-keys.js";
 import { createExecutionService } from "./execution-service.js";
 import { createHealthService } from "./health-service.js";
 import { createInfoService } from "./info-service.js";
@@ -18,6 +19,7 @@ export interface ApiDependencies {
   readonly store: LedgerStore;
   readonly limits: RequestLimits;
   readonly facts: ServiceFacts;
+  readonly receiptKey: VerificationKey;
 }
 
 /** Every RPC service this server answers, in gRPC, gRPC-web and Connect alike. */

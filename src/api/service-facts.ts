@@ -6,6 +6,8 @@ import {
   GetInfoResponseSchema,
   type GetReadinessResponse,
   GetReadinessResponseSchema,
+  type GetReceiptKeyResponse,
+  GetReceiptKeyResponseSchema,
   type GetVersionResponse,
   GetVersionResponseSchema,
   type KeyInfo,
@@ -20,6 +22,8 @@ export interface ServiceFacts {
   readonly allowedActions: ReadonlySet<string> | undefined;
   readonly actions: readonly string[];
   readonly approvalKeys: readonly KeyInfo[];
+  /** The key that signs this executor's receipts. */
+  readonly receiptKey: { readonly info: KeyInfo; readonly publicPem: string };
   readonly schemaVersion: number;
   /** Resolves to undefined when ready, or the reason code why not. */
   readonly readiness: () => Promise<string | undefined>;
@@ -39,6 +43,7 @@ export function healthOf(facts: ServiceFacts): GetHealthResponse {
     tenantId: facts.tenantId,
     actions: [...facts.actions],
     approvalKeys: [...facts.approvalKeys],
+    receiptKey: facts.receiptKey.info,
   });
 }
 
@@ -58,4 +63,8 @@ export function versionOf(facts: ServiceFacts): GetVersionResponse {
     runtime: process.version,
     schemaVersion: facts.schemaVersion,
   });
+}
+
+export function receiptKeyOf(facts: ServiceFacts): GetReceiptKeyResponse {
+  return create(GetReceiptKeyResponseSchema, { key: facts.receiptKey.info, publicKeyPem: facts.receiptKey.publicPem });
 }

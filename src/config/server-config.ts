@@ -21,6 +21,8 @@ export interface ServerConfig {
   readonly logLevel: LogLevel;
   /** How long SIGTERM waits for in-flight executions before closing anyway. */
   readonly shutdownTimeoutMs: number;
+  /** OPENEXEC_RECEIPT_KEY: the receipt signing key (PEM); undefined: kept beside the ledger. */
+  readonly receiptKeyPem: string | undefined;
   /** Clawshield mode: what approvals are verified against; undefined in demo mode. */
   readonly approval: ApprovalPolicy | undefined;
 }
@@ -156,5 +158,18 @@ export function loadServerConfig(
   const shutdownTimeoutMs = integer("OPENEXEC_SHUTDOWN_TIMEOUT_MS", 10_000, 0, 600_000);
 
   if (problems.length > 0) throw new ConfigError(problems);
-  return { mode, host, port, database, tenantId, allowedActions, limits, logLevel, shutdownTimeoutMs, approval };
+  const receiptKeyPem = read("OPENEXEC_RECEIPT_KEY");
+  return {
+    mode,
+    host,
+    port,
+    database,
+    tenantId,
+    allowedActions,
+    limits,
+    logLevel,
+    shutdownTimeoutMs,
+    receiptKeyPem,
+    approval,
+  };
 }

@@ -54,6 +54,14 @@ export const sqliteMigrations: readonly { readonly version: number; readonly nam
       );
     `,
   },
+  {
+    version: 3,
+    name: "receipt signatures",
+    sql: `
+      ALTER TABLE executions ADD COLUMN receipt_signature BLOB;
+      ALTER TABLE denials ADD COLUMN receipt_signature BLOB;
+    `,
+  },
 ];
 
 export const latestSqliteSchemaVersion = sqliteMigrations.reduce((max, m) => Math.max(max, m.version), 0);

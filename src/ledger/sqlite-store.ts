@@ -5,7 +5,7 @@ import Database from "better-sqlite3";
 import { ExecutionStatus } from "../../gen/openexec/v1/receipt_pb.js";
 import type { FailureReason, RejectionReason } from "../errors/reason.js";
 import { canonicalJsonDigest } from "../json/canonical-digest.js";
-import { type EncodedReceipt, encodeReceipt } from "../receipts/receipt.js";
+import { type EncodedReceipt, encodeReceipt, type ReceiptSigner } from "../receipts/receipt.js";
 import { latestSqliteSchemaVersion, sqliteMigrations } from "./sqlite-migrations.js";
 import {
   type Completion,
@@ -34,6 +34,7 @@ interface ExecutionRow {
   result_digest: Buffer | null;
   receipt: Buffer | null;
   receipt_digest: Buffer | null;
+  receipt_signature: Buffer | null;
 }
 
 interface DenialRow {
@@ -47,6 +48,7 @@ interface DenialRow {
   logical_time_ms: number;
   receipt: Buffer;
   receipt_digest: Buffer;
+  receipt_signature: Buffer | null;
 }
 
 export class SchemaTooNewError extends Error {
@@ -67,13 +69,17 @@ export class SqliteLedgerStore implements LedgerStore {
   readonly #writes: WriteBatcher;
   readonly #statements;
 
-  static open(path: string): SqliteLedgerStore {
+  readonly #signer: ReceiptSigner | undefined;
+
+  /** Opens (creating and migrating) the ledger; receipts are signed with `signer` when given. */
+  static open(path: string, signer?: ReceiptSigner): SqliteLedgerStore {
     mkdirSync(dirname(path), { recursive: true });
-    return new SqliteLedgerStore(new Database(path));
+    return new SqliteLedgerStore(new Database(path), signer);
   }
 
-  private constructor(db: Database.Database) {
+  private constructor(db: Database.Database, signer: ReceiptSigner | undefined) {
     this.#db = db;
+    this.#signer = signer;
     db.pragma("journal_mode = WAL");
     db.pragma("synchronous = FULL");
     db.pragma("foreign_keys = ON");
@@ -95,16 +101,17 @@ export class SqliteLedgerStore implements LedgerStore {
       pending: db.prepare<[], ExecutionRow>("SELECT * FROM executions WHERE status = 'pending'"),
       finish: db.prepare(`
         UPDATE executions SET status = @status, reason = @reason, result_json = @resultJson,
-          result_digest = @resultDigest, receipt = @receipt, receipt_digest = @receiptDigest
+          result_digest = @resultDigest, receipt = @receipt, receipt_digest = @receiptDigest,
+          receipt_signature = @receiptSignature
         WHERE execution_id = @executionId AND status = 'pending'`),
       counter: db.prepare<[string, string], { value: number }>(
         "SELECT value FROM counters WHERE tenant_id = ? AND key = ?",
       ),
       insertDenial: db.prepare(`
         INSERT INTO denials (attempt_id, tenant_id, nonce, action, payload_digest, approval_digest,
-          reason, logical_time_ms, receipt, receipt_digest)
+          reason, logical_time_ms, receipt, receipt_digest, receipt_signature)
         VALUES (@attemptId, @tenantId, @nonce, @action, @payloadDigest, @approvalDigest,
-          @reason, @logicalTimeMs, @receipt, @receiptDigest)`),
+          @reason, @logicalTimeMs, @receipt, @receiptDigest, @receiptSignature)`),
       denialById: db.prepare<[string], DenialRow>("SELECT * FROM denials WHERE attempt_id = ?"),
       setCounter: db.prepare(`
         INSERT INTO counters (tenant_id, key, value) VALUES (?, ?, ?)
@@ -145,18 +152,21 @@ export class SqliteLedgerStore implements LedgerStore {
         throw new StoreUnavailableError(`execution ${executionId} is not pending`);
       }
       const outcome = this.#applyCompletion(row, completion);
-      const receipt = encodeReceipt({
-        executionId: row.execution_id,
-        tenantId: row.tenant_id,
-        action: row.action,
-        nonce: row.nonce,
-        payloadDigest: row.payload_digest,
-        approvalDigest: row.approval_digest ?? undefined,
-        resultDigest: outcome.status === "executed" ? outcome.resultDigest : undefined,
-        status: outcome.status === "executed" ? ExecutionStatus.EXECUTED : ExecutionStatus.FAILED,
-        reason: outcome.status === "failed" ? outcome.reason : undefined,
-        logicalTime: new Date(row.logical_time_ms),
-      });
+      const receipt = encodeReceipt(
+        {
+          executionId: row.execution_id,
+          tenantId: row.tenant_id,
+          action: row.action,
+          nonce: row.nonce,
+          payloadDigest: row.payload_digest,
+          approvalDigest: row.approval_digest ?? undefined,
+          resultDigest: outcome.status === "executed" ? outcome.resultDigest : undefined,
+          status: outcome.status === "executed" ? ExecutionStatus.EXECUTED : ExecutionStatus.FAILED,
+          reason: outcome.status === "failed" ? outcome.reason : undefined,
+          logicalTime: new Date(row.logical_time_ms),
+        },
+        this.#signer,
+      );
       this.#writeFinish(row.execution_id, {
         status: outcome.status,
         reason: outcome.status === "failed" ? outcome.reason : null,
@@ -209,6 +219,7 @@ export class SqliteLedgerStore implements LedgerStore {
       resultDigest: values.resultDigest,
       receipt: values.receipt.body,
       receiptDigest: values.receipt.digest,
+      receiptSignature: values.receipt.signature,
     });
     if (changes !== 1) throw new StoreUnavailableError(`execution ${executionId} was not finished`);
   }
@@ -227,18 +238,21 @@ export class SqliteLedgerStore implements LedgerStore {
 
   recordDenial(denial: Denial): Promise<DeniedAttempt> {
     return this.#writes.run((): DeniedAttempt => {
-      const receipt = encodeReceipt({
-        executionId: denial.attemptId,
-        tenantId: denial.tenantId,
-        action: denial.action,
-        nonce: denial.nonce,
-        payloadDigest: denial.payloadDigest,
-        approvalDigest: denial.approvalDigest,
-        resultDigest: undefined,
-        status: ExecutionStatus.DENIED,
-        reason: denial.reason,
-        logicalTime: denial.logicalTime,
-      });
+      const receipt = encodeReceipt(
+        {
+          executionId: denial.attemptId,
+          tenantId: denial.tenantId,
+          action: denial.action,
+          nonce: denial.nonce,
+          payloadDigest: denial.payloadDigest,
+          approvalDigest: denial.approvalDigest,
+          resultDigest: undefined,
+          status: ExecutionStatus.DENIED,
+          reason: denial.reason,
+          logicalTime: denial.logicalTime,
+        },
+        this.#signer,
+      );
       this.#statements.insertDenial.run({
         attemptId: denial.attemptId,
         tenantId: denial.tenantId,
@@ -250,6 +264,7 @@ export class SqliteLedgerStore implements LedgerStore {
         logicalTimeMs: denial.logicalTime.getTime(),
         receipt: receipt.body,
         receiptDigest: receipt.digest,
+        receiptSignature: receipt.signature,
       });
       return {
         executionId: denial.attemptId,
@@ -270,18 +285,21 @@ export class SqliteLedgerStore implements LedgerStore {
     return this.#writes.run(() => {
       const rows = this.#statements.pending.all();
       for (const row of rows) {
-        const receipt = encodeReceipt({
-          executionId: row.execution_id,
-          tenantId: row.tenant_id,
-          action: row.action,
-          nonce: row.nonce,
-          payloadDigest: row.payload_digest,
-          approvalDigest: row.approval_digest ?? undefined,
-          resultDigest: undefined,
-          status: ExecutionStatus.INTERRUPTED,
-          reason: "interrupted",
-          logicalTime: new Date(row.logical_time_ms),
-        });
+        const receipt = encodeReceipt(
+          {
+            executionId: row.execution_id,
+            tenantId: row.tenant_id,
+            action: row.action,
+            nonce: row.nonce,
+            payloadDigest: row.payload_digest,
+            approvalDigest: row.approval_digest ?? undefined,
+            resultDigest: undefined,
+            status: ExecutionStatus.INTERRUPTED,
+            reason: "interrupted",
+            logicalTime: new Date(row.logical_time_ms),
+          },
+          this.#signer,
+        );
         this.#writeFinish(row.execution_id, {
           status: "interrupted",
           reason: "interrupted",
@@ -358,7 +376,11 @@ function toRecord(row: ExecutionRow): ExecutionRecord {
   if (row.receipt === null || row.receipt_digest === null) {
     throw new StoreUnavailableError(`execution ${row.execution_id} is finished but has no receipt`);
   }
-  const receipt: EncodedReceipt = { body: row.receipt, digest: row.receipt_digest };
+  const receipt: EncodedReceipt = {
+    body: row.receipt,
+    digest: row.receipt_digest,
+    signature: row.receipt_signature ?? new Uint8Array(0),
+  };
   switch (row.status) {
     case "executed":
       if (row.result_json === null || row.result_digest === null) {
@@ -383,6 +405,6 @@ function toDeniedAttempt(row: DenialRow): DeniedAttempt {
     ...toBase({ ...row, execution_id: row.attempt_id }),
     status: "denied",
     reason: row.reason as RejectionReason,
-    receipt: { body: row.receipt, digest: row.receipt_digest },
+    receipt: { body: row.receipt, digest: row.receipt_digest, signature: row.receipt_signature ?? new Uint8Array(0) },
   };
 }

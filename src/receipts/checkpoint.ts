@@ -202,7 +202,8 @@ export function parseSignedNote(note: string): ParsedNote | string {
   if (split < 0) return "the note has no blank line before its signatures";
   const text = note.slice(0, split + 1);
   const block = note.slice(split + 2);
-  if (block === "" || !block.endsWith("\n")) return "the note has no signature lines";
+  if (block === "") return "the note has no signature lines";
+  if (!block.endsWith("\n")) return "the note does not end with a newline";
   const lines = block.slice(0, -1).split("\n");
   if (lines.length > maxNoteSignatures) return `the note has more than ${maxNoteSignatures} signatures`;
   const signatures: NoteSignature[] = [];

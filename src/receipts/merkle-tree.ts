@@ -1,4 +1,4 @@
-import { createHash } from "node:crypto";
+import { createHash, hash } from "node:crypto";
 
 /**
  * The Merkle tree of the receipt log: RFC 6962 / RFC 9162 §2.1 hashing over
@@ -22,7 +22,8 @@ export class MerkleError extends Error {
 }
 
 const leafPrefix = Uint8Array.of(0x00);
-const nodePrefix = Uint8Array.of(0x01);
+/** 0x01 || left || right, filled in place: hashing nodes is the hot path of proofs. */
+const nodeInput = Buffer.alloc(1 + 2 * hashSize, 0x01);
 
 /** SHA-256(0x00 || entry): the hash of one log entry. */
 export function leafHash(entry: Uint8Array): Buffer {
@@ -284,7 +285,9 @@ function subtreeRoot(leafHashes: readonly Uint8Array[], start: number, end: numb
 }
 
 function hashChildren(left: Uint8Array, right: Uint8Array): Buffer {
-  return createHash("sha256").update(nodePrefix).update(left).update(right).digest();
+  nodeInput.set(left, 1);
+  nodeInput.set(right, 1 + hashSize);
+  return hash("sha256", nodeInput, "buffer");
 }
 
 /** The largest power of two strictly below n, for n >= 2. */

@@ -2,6 +2,7 @@ import { createHash } from "node:crypto";
 import { create, toBinary } from "@bufbuild/protobuf";
 import { timestampFromMs } from "@bufbuild/protobuf/wkt";
 import { type ExecutionStatus, ReceiptSchema } from "../../gen/openexec/v1/receipt_pb.js";
+import { preAuthEncoding } from "../signing/dsse.js";
 
 /** The DSSE payload type of a serialised openexec.v1.Receipt. */
 export const receiptPayloadType = "application/vnd.openexec.receipt.v1+proto";
@@ -20,16 +21,24 @@ export interface ReceiptFacts {
   readonly logicalTime: Date;
 }
 
-/** A receipt as stored and served: its exact bytes and their digest. */
+/** A receipt as stored and served: its exact bytes, their digest and signature. */
 export interface EncodedReceipt {
   /** The binary openexec.v1.Receipt. */
   readonly body: Uint8Array;
   /** SHA-256 of `body`; its hex form is the `receipt` string. */
   readonly digest: Buffer;
+  /** Ed25519 over PAE(receiptPayloadType, body) by the key named in the receipt; empty when unsigned. */
+  readonly signature: Uint8Array;
 }
 
-/** Encodes a receipt once; every later check works on these bytes. */
-export function encodeReceipt(facts: ReceiptFacts): EncodedReceipt {
+/** Signs receipts: the executor's receipt key. */
+export interface ReceiptSigner {
+  readonly keyId: string;
+  sign(message: Uint8Array): Uint8Array;
+}
+
+/** Encodes a receipt once and signs those bytes; every later check works on them. */
+export function encodeReceipt(facts: ReceiptFacts, signer: ReceiptSigner | undefined): EncodedReceipt {
   const body = toBinary(
     ReceiptSchema,
     create(ReceiptSchema, {
@@ -43,9 +52,11 @@ export function encodeReceipt(facts: ReceiptFacts): EncodedReceipt {
       status: facts.status,
       reason: facts.reason ?? "",
       logicalTime: timestampFromMs(facts.logicalTime.getTime()),
+      receiptKeyId: signer?.keyId ?? "",
     }),
   );
-  return { body, digest: sha256(body) };
+  const signature = signer === undefined ? new Uint8Array(0) : signer.sign(preAuthEncoding(receiptPayloadType, body));
+  return { body, digest: sha256(body), signature };
 }
 
 export function sha256(bytes: Uint8Array): Buffer {

@@ -1,10 +1,13 @@
-import { timingSafeEqual } from "node:crypto";
-import type { JsonValue } from "@bufbuild/protobuf";
+import { timingSafeEqual, verify } from "node:crypto";
+import { fromBinary, type JsonValue } from "@bufbuild/protobuf";
+import { ReceiptSchema } from "../../gen/openexec/v1/receipt_pb.js";
 import { canonicalJsonDigest } from "../json/canonical-digest.js";
 import { CanonicalJsonError } from "../json/canonical-json.js";
 import { JsonSyntaxError, parseStrictJson } from "../json/strict-json.js";
 import type { LedgerStore } from "../ledger/store.js";
-import { sha256 } from "./receipt.js";
+import { preAuthEncoding } from "../signing/dsse.js";
+import type { VerificationKey } from "../signing/ed25519-keys.js";
+import { type EncodedReceipt, receiptPayloadType, sha256 } from "./receipt.js";
 
 /** A receipt check as the original /receipts/verify took it. */
 export interface StoredReceiptClaim {
@@ -19,12 +22,14 @@ const hexDigest = /^[0-9a-f]{64}$/;
 
 /**
  * True only when the execution exists and is finished, the receipt digest is
- * the one recorded for it (and still matches the recorded receipt bytes), and
- * the claimed result is the recorded result. Every other case is false, never
+ * the one recorded for it (and still matches the recorded receipt bytes, which
+ * carry this executor's valid signature), and the claimed result is the
+ * recorded result. Every other case is false, never
  * an error: a verifier answers questions about evidence, it does not fail on them.
  */
 export async function verifyStoredReceipt(
   store: LedgerStore,
+  receiptKey: VerificationKey,
   claim: StoredReceiptClaim,
   maxResultDepth: number,
 ): Promise<boolean> {
@@ -35,6 +40,7 @@ export async function verifyStoredReceipt(
   const { receipt } = record;
   if (!equal(Buffer.from(claimedDigest, "hex"), receipt.digest)) return false;
   if (!equal(sha256(receipt.body), receipt.digest)) return false;
+  if (!signedBy(receiptKey, receipt)) return false;
   if (record.status !== "executed") {
     // No result was produced: the only matching claim is "no result".
     return claim.result === undefined || claim.result === null || claim.result === "null";
@@ -59,6 +65,13 @@ function resultCandidates(result: JsonValue | undefined, maxDepth: number): Json
     if (error instanceof JsonSyntaxError) return [result];
     throw error;
   }
+}
+
+/** The stored receipt names this executor's key and carries its valid signature. */
+function signedBy(key: VerificationKey, receipt: EncodedReceipt): boolean {
+  if (receipt.signature.length !== 64) return false;
+  if (fromBinary(ReceiptSchema, receipt.body).receiptKeyId !== key.keyId) return false;
+  return verify(null, preAuthEncoding(receiptPayloadType, receipt.body), key.key, receipt.signature);
 }
 
 function equal(a: Uint8Array, b: Uint8Array): boolean {

@@ -4,11 +4,12 @@ import { ExecuteResponseSchema } from "../../gen/openexec/v1/execution_pb.js";
 import {
   GetHealthResponseSchema,
   GetInfoResponseSchema,
+  GetReceiptKeyResponseSchema,
   GetVersionResponseSchema,
 } from "../../gen/openexec/v1/info_pb.js";
 import { ExecutionStatus } from "../../gen/openexec/v1/receipt_pb.js";
 import { toExecuteResponse } from "../api/execute-response.js";
-import { healthOf, infoOf, readinessOf, type ServiceFacts, versionOf } from "../api/service-facts.js";
+import { healthOf, infoOf, readinessOf, receiptKeyOf, type ServiceFacts, versionOf } from "../api/service-facts.js";
 import { isRejection, Rejection } from "../errors/reason.js";
 import type { ExecuteCommand, Executor } from "../execution/executor.js";
 import type { RequestLimits } from "../execution/request-limits.js";
@@ -16,6 +17,7 @@ import { decodeUtf8, JsonSyntaxError, parseStrictJson } from "../json/strict-jso
 import type { LedgerStore } from "../ledger/store.js";
 import type { Logger } from "../log/logger.js";
 import { verifyStoredReceipt } from "../receipts/verify-stored-receipt.js";
+import type { VerificationKey } from "../signing/ed25519-keys.js";
 import { type NodeResponse, writeJson, writeRejection } from "./http-errors.js";
 import { isJsonContentType, type NodeRequest, readBody } from "./request-body.js";
 
@@ -25,6 +27,7 @@ export interface RestDependencies {
   readonly facts: ServiceFacts;
   readonly limits: RequestLimits;
   readonly logger: Logger;
+  readonly receiptKey: VerificationKey;
 }
 
 type RestHandler = (req: NodeRequest, res: NodeResponse) => Promise<void>;
@@ -54,6 +57,10 @@ export function createRestRoutes(deps: RestDependencies): (path: string) => Map<
     ],
     ["/version", get(async (_req, res) => writeJson(res, 200, json(GetVersionResponseSchema, versionOf(facts))))],
     [
+      "/receipts/key",
+      get(async (_req, res) => writeJson(res, 200, json(GetReceiptKeyResponseSchema, receiptKeyOf(facts)))),
+    ],
+    [
       "/execute",
       post(async (req, res) => {
         const body = await readJsonObject(req, limits);
@@ -69,6 +76,7 @@ export function createRestRoutes(deps: RestDependencies): (path: string) => Map<
         expectOnly(body, ["exec_id", "result", "receipt"]);
         const valid = await verifyStoredReceipt(
           store,
+          deps.receiptKey,
           {
             executionId: requireString(body, "exec_id"),
             result: body.result,

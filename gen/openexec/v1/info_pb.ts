@@ -10,7 +10,7 @@ import type { Message } from "@bufbuild/protobuf";
  * Describes the file openexec/v1/info.proto.
  */
 export const file_openexec_v1_info: GenFile = /*@__PURE__*/
-  fileDesc("ChZvcGVuZXhlYy92MS9pbmZvLnByb3RvEgtvcGVuZXhlYy52MSIQCg5HZXRJbmZvUmVxdWVzdCJDCg9HZXRJbmZvUmVzcG9uc2USDwoHc2VydmljZRgBIAEoCRIOCgZzdGF0dXMYAiABKAkSDwoHdmVyc2lvbhgDIAEoCSISChBHZXRIZWFsdGhSZXF1ZXN0IowCChFHZXRIZWFsdGhSZXNwb25zZRIOCgZzdGF0dXMYASABKAkSEQoJZXhlY19tb2RlGAIgASgJEh4KFnNpZ25hdHVyZV92ZXJpZmljYXRpb24YAyABKAkSEwoLcmVzdHJpY3Rpb24YBCABKAkSEgoKYWxsb3dfbGlzdBgFIAMoCRIPCgd3YXJuaW5nGAYgASgJEhEKCXRlbmFudF9pZBgHIAEoCRIPCgdhY3Rpb25zGAggAygJEisKDWFwcHJvdmFsX2tleXMYCSADKAsyFC5vcGVuZXhlYy52MS5LZXlJbmZvEikKC3JlY2VpcHRfa2V5GAogASgLMhQub3BlbmV4ZWMudjEuS2V5SW5mbyJBCgdLZXlJbmZvEg4KBmtleV9pZBgBIAEoCRIRCglhbGdvcml0aG0YAiABKAkSEwoLZmluZ2VycHJpbnQYAyABKAkiFQoTR2V0UmVhZGluZXNzUmVxdWVzdCI1ChRHZXRSZWFkaW5lc3NSZXNwb25zZRINCgVyZWFkeRgBIAEoCBIOCgZyZWFzb24YAiABKAkiEwoRR2V0VmVyc2lvblJlcXVlc3QiWwoSR2V0VmVyc2lvblJlc3BvbnNlEg8KB3ZlcnNpb24YASABKAkSCwoDYXBpGAIgASgJEg8KB3J1bnRpbWUYAyABKAkSFgoOc2NoZW1hX3ZlcnNpb24YBCABKA0y1wIKC0luZm9TZXJ2aWNlEkkKB0dldEluZm8SGy5vcGVuZXhlYy52MS5HZXRJbmZvUmVxdWVzdBocLm9wZW5leGVjLnYxLkdldEluZm9SZXNwb25zZSIDkAIBEk8KCUdldEhlYWx0aBIdLm9wZW5leGVjLnYxLkdldEhlYWx0aFJlcXVlc3QaHi5vcGVuZXhlYy52MS5HZXRIZWFsdGhSZXNwb25zZSIDkAIBElgKDEdldFJlYWRpbmVzcxIgLm9wZW5leGVjLnYxLkdldFJlYWRpbmVzc1JlcXVlc3QaIS5vcGVuZXhlYy52MS5HZXRSZWFkaW5lc3NSZXNwb25zZSIDkAIBElIKCkdldFZlcnNpb24SHi5vcGVuZXhlYy52MS5HZXRWZXJzaW9uUmVxdWVzdBofLm9wZW5leGVjLnYxLkdldFZlcnNpb25SZXNwb25zZSIDkAIBYgZwcm90bzM");
+  fileDesc("ChZvcGVuZXhlYy92MS9pbmZvLnByb3RvEgtvcGVuZXhlYy52MSIQCg5HZXRJbmZvUmVxdWVzdCJDCg9HZXRJbmZvUmVzcG9uc2USDwoHc2VydmljZRgBIAEoCRIOCgZzdGF0dXMYAiABKAkSDwoHdmVyc2lvbhgDIAEoCSISChBHZXRIZWFsdGhSZXF1ZXN0IowCChFHZXRIZWFsdGhSZXNwb25zZRIOCgZzdGF0dXMYASABKAkSEQoJZXhlY19tb2RlGAIgASgJEh4KFnNpZ25hdHVyZV92ZXJpZmljYXRpb24YAyABKAkSEwoLcmVzdHJpY3Rpb24YBCABKAkSEgoKYWxsb3dfbGlzdBgFIAMoCRIPCgd3YXJuaW5nGAYgASgJEhEKCXRlbmFudF9pZBgHIAEoCRIPCgdhY3Rpb25zGAggAygJEisKDWFwcHJvdmFsX2tleXMYCSADKAsyFC5vcGVuZXhlYy52MS5LZXlJbmZvEikKC3JlY2VpcHRfa2V5GAogASgLMhQub3BlbmV4ZWMudjEuS2V5SW5mbyJBCgdLZXlJbmZvEg4KBmtleV9pZBgBIAEoCRIRCglhbGdvcml0aG0YAiABKAkSEwoLZmluZ2VycHJpbnQYAyABKAkiFQoTR2V0UmVhZGluZXNzUmVxdWVzdCI1ChRHZXRSZWFkaW5lc3NSZXNwb25zZRINCgVyZWFkeRgBIAEoCBIOCgZyZWFzb24YAiABKAkiEwoRR2V0VmVyc2lvblJlcXVlc3QiWwoSR2V0VmVyc2lvblJlc3BvbnNlEg8KB3ZlcnNpb24YASABKAkSCwoDYXBpGAIgASgJEg8KB3J1bnRpbWUYAyABKAkSFgoOc2NoZW1hX3ZlcnNpb24YBCABKA0iFgoUR2V0UmVjZWlwdEtleVJlcXVlc3QiUgoVR2V0UmVjZWlwdEtleVJlc3BvbnNlEiEKA2tleRgBIAEoCzIULm9wZW5leGVjLnYxLktleUluZm8SFgoOcHVibGljX2tleV9wZW0YAiABKAkytAMKC0luZm9TZXJ2aWNlEkkKB0dldEluZm8SGy5vcGVuZXhlYy52MS5HZXRJbmZvUmVxdWVzdBocLm9wZW5leGVjLnYxLkdldEluZm9SZXNwb25zZSIDkAIBEk8KCUdldEhlYWx0aBIdLm9wZW5leGVjLnYxLkdldEhlYWx0aFJlcXVlc3QaHi5vcGVuZXhlYy52MS5HZXRIZWFsdGhSZXNwb25zZSIDkAIBElgKDEdldFJlYWRpbmVzcxIgLm9wZW5leGVjLnYxLkdldFJlYWRpbmVzc1JlcXVlc3QaIS5vcGVuZXhlYy52MS5HZXRSZWFkaW5lc3NSZXNwb25zZSIDkAIBElIKCkdldFZlcnNpb24SHi5vcGVuZXhlYy52MS5HZXRWZXJzaW9uUmVxdWVzdBofLm9wZW5leGVjLnYxLkdldFZlcnNpb25SZXNwb25zZSIDkAIBElsKDUdldFJlY2VpcHRLZXkSIS5vcGVuZXhlYy52MS5HZXRSZWNlaXB0S2V5UmVxdWVzdBoiLm9wZW5leGVjLnYxLkdldFJlY2VpcHRLZXlSZXNwb25zZSIDkAIBYgZwcm90bzM");
 
 /**
  * @generated from message openexec.v1.GetInfoRequest
@@ -273,6 +273,43 @@ export const GetVersionResponseSchema: GenMessage<GetVersionResponse> = /*@__PUR
   messageDesc(file_openexec_v1_info, 8);
 
 /**
+ * @generated from message openexec.v1.GetReceiptKeyRequest
+ */
+export type GetReceiptKeyRequest = Message<"openexec.v1.GetReceiptKeyRequest"> & {
+};
+
+/**
+ * Describes the message openexec.v1.GetReceiptKeyRequest.
+ * Use `create(GetReceiptKeyRequestSchema)` to create a new message.
+ */
+export const GetReceiptKeyRequestSchema: GenMessage<GetReceiptKeyRequest> = /*@__PURE__*/
+  messageDesc(file_openexec_v1_info, 9);
+
+/**
+ * @generated from message openexec.v1.GetReceiptKeyResponse
+ */
+export type GetReceiptKeyResponse = Message<"openexec.v1.GetReceiptKeyResponse"> & {
+  /**
+   * @generated from field: openexec.v1.KeyInfo key = 1;
+   */
+  key?: KeyInfo | undefined;
+
+  /**
+   * The PEM SubjectPublicKeyInfo, for `openexec verify-receipt --key`.
+   *
+   * @generated from field: string public_key_pem = 2;
+   */
+  publicKeyPem: string;
+};
+
+/**
+ * Describes the message openexec.v1.GetReceiptKeyResponse.
+ * Use `create(GetReceiptKeyResponseSchema)` to create a new message.
+ */
+export const GetReceiptKeyResponseSchema: GenMessage<GetReceiptKeyResponse> = /*@__PURE__*/
+  messageDesc(file_openexec_v1_info, 10);
+
+/**
  * Describes the running executor. REST: GET /, /health, /ready, /version.
  *
  * @generated from service openexec.v1.InfoService
@@ -317,6 +354,16 @@ export const InfoService: GenService<{
     methodKind: "unary";
     input: typeof GetVersionRequestSchema;
     output: typeof GetVersionResponseSchema;
+  },
+  /**
+   * GET /receipts/key: the public key that verifies this executor's receipts.
+   *
+   * @generated from rpc openexec.v1.InfoService.GetReceiptKey
+   */
+  getReceiptKey: {
+    methodKind: "unary";
+    input: typeof GetReceiptKeyRequestSchema;
+    output: typeof GetReceiptKeyResponseSchema;
   },
 }> = /*@__PURE__*/
   serviceDesc(file_openexec_v1_info, 0);
