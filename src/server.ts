@@ -10,11 +10,11 @@ import { clawshieldApprovalGate, demoApprovalGate } from "./approval/approval-ga
 import type { ServerConfig } from "./config/server-config.js";
 import { Rejection } from "./errors/reason.js";
 import { Executor } from "./execution/executor.js";
-import { SqliteLedgerStore } from "./ledger/sqlite-store.js";
+import { type ReceiptIssuer, SqliteLedgerStore } from "./ledger/sqlite-store.js";
 import type { LedgerStore } from "./ledger/store.js";
 import type { Logger } from "./log/logger.js";
-import type { ReceiptSigner } from "./receipts/receipt.js";
 import { loadReceiptKey } from "./receipts/receipt-key.js";
+import { TransparencyLog } from "./receipts/transparency-log.js";
 import { createConnectListener } from "./transport/connect-adapter.js";
 import { writeRejection } from "./transport/http-errors.js";
 import { PolyglotHttpServer } from "./transport/http-server.js";
@@ -37,7 +37,11 @@ export async function startServer(
 ): Promise<RunningServer> {
   if (!actions.sealed) throw new Error("the action registry must be sealed before the server starts");
   const receiptKey = loadReceiptKey(config.receiptKeyPem, receiptKeyPath(config));
-  const store = openStore(config, { keyId: receiptKey.public.keyId, sign: receiptKey.sign });
+  const logOrigin = config.logOrigin ?? `openexec/${receiptKey.public.keyId}`;
+  const store = openStore(config, {
+    signer: { keyId: receiptKey.public.keyId, sign: receiptKey.sign },
+    logOrigin,
+  });
   try {
     const interrupted = await store.recoverInterrupted();
     if (interrupted > 0) logger.warn({ interrupted }, "recorded executions interrupted by an earlier stop");
@@ -45,6 +49,9 @@ export async function startServer(
     await store.close();
     throw error;
   }
+
+  const log = new TransparencyLog(store, receiptKey.noteSigner(logOrigin), logger);
+  log.start();
 
   const executor = new Executor({
     store,
@@ -85,7 +92,7 @@ export async function startServer(
 
   const shutdownSignal = new AbortController();
   const connect = createConnectListener({
-    routes: registerServices({ executor, store, limits: config.limits, facts, receiptKey: receiptKey.public }),
+    routes: registerServices({ executor, store, log, limits: config.limits, facts, receiptKey: receiptKey.public }),
     logger,
     readMaxBytes: config.limits.maxBodyBytes,
     interceptors: [rejectionInterceptor],
@@ -98,6 +105,7 @@ export async function startServer(
     facts,
     limits: config.limits,
     logger,
+    log,
     receiptKey: receiptKey.public,
   });
 
@@ -121,6 +129,7 @@ export async function startServer(
   try {
     address = await http.listen(config.host, config.port);
   } catch (error) {
+    log.stop();
     await store.close();
     throw error;
   }
@@ -140,6 +149,9 @@ export async function startServer(
       await Promise.race([drained, timeout]);
       shutdownSignal.abort();
       await http.closeConnections(1000);
+      // A last checkpoint, so that every receipt issued is covered by a signed one.
+      log.stop();
+      await log.checkpoint().catch(() => undefined);
       await store.close();
       logger.info("stopped");
     })();
@@ -153,10 +165,10 @@ function receiptKeyPath(config: ServerConfig): string {
   return config.database.kind === "sqlite" ? `${config.database.path}.receipt-key.pem` : "openexec.receipt-key.pem";
 }
 
-function openStore(config: ServerConfig, signer: ReceiptSigner): LedgerStore {
+function openStore(config: ServerConfig, receipts: ReceiptIssuer): LedgerStore {
   switch (config.database.kind) {
     case "sqlite":
-      return SqliteLedgerStore.open(config.database.path, signer);
+      return SqliteLedgerStore.open(config.database.path, receipts);
     case "postgres":
       throw new Error("PostgreSQL is not supported by this build");
   }

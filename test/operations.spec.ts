@@ -134,15 +134,17 @@ describe("the command line", () => {
 
   it("a port in use is a clear start-up error", async () => {
     const server = await startTestServer();
+    const dir = scratchDir();
     try {
       const { port } = new URL(server.url);
       const { code, stderr } = await runCli(["serve", "--port", port], {
-        OPENEXEC_DB_URL: "sqlite:////tmp/x-inuse.db",
+        OPENEXEC_DB_URL: `sqlite:///${dir.path}/other.db`,
       });
       assert.equal(code, 1);
       assert.match(stderr, /EADDRINUSE/);
     } finally {
       await server.close();
+      dir.cleanup();
     }
   });
 });

@@ -138,6 +138,7 @@ describe("one port, every protocol", () => {
         "grpc.reflection.v1alpha.ServerReflection",
         "openexec.v1.ExecutionService",
         "openexec.v1.InfoService",
+        "openexec.v1.TransparencyLogService",
       ]);
       assert.equal(files?.messageResponse.case, "fileDescriptorResponse");
       if (files?.messageResponse.case === "fileDescriptorResponse") {

@@ -6,6 +6,7 @@ import type { ExecutionService } from "../../gen/openexec/v1/execution_pb.js";
 import type { Executor } from "../execution/executor.js";
 import type { RequestLimits } from "../execution/request-limits.js";
 import type { LedgerStore } from "../ledger/store.js";
+import type { TransparencyLog } from "../receipts/transparency-log.js";
 import { verifyStoredReceipt } from "../receipts/verify-stored-receipt.js";
 import type { VerificationKey } from "../signing/ed25519-keys.js";
 import { toExecuteResponse } from "./execute-response.js";
@@ -16,6 +17,7 @@ export function createExecutionService(deps: {
   readonly store: LedgerStore;
   readonly limits: RequestLimits;
   readonly receiptKey: VerificationKey;
+  readonly log: TransparencyLog;
 }): ServiceImpl<typeof ExecutionService> {
   return {
     async execute(request) {
@@ -29,8 +31,7 @@ export function createExecutionService(deps: {
     },
     async verifyReceipt(request) {
       const valid = await verifyStoredReceipt(
-        deps.store,
-        deps.receiptKey,
+        deps,
         {
           executionId: request.execId,
           result: valueToJson(request.result),

@@ -4,15 +4,18 @@ import { ServerReflection as ServerReflectionV1 } from "../../gen/grpc/reflectio
 import { ServerReflection as ServerReflectionV1alpha } from "../../gen/grpc/reflection/v1alpha/reflection_pb.js";
 import { ExecutionService } from "../../gen/openexec/v1/execution_pb.js";
 import { InfoService } from "../../gen/openexec/v1/info_pb.js";
+import { TransparencyLogService } from "../../gen/openexec/v1/transparency_log_pb.js";
 import type { Executor } from "../execution/executor.js";
 import type { RequestLimits } from "../execution/request-limits.js";
 import type { LedgerStore } from "../ledger/store.js";
+import type { TransparencyLog } from "../receipts/transparency-log.js";
 import type { VerificationKey } from "../signing/ed25519-keys.js";
 import { createExecutionService } from "./execution-service.js";
 import { createHealthService } from "./health-service.js";
 import { createInfoService } from "./info-service.js";
 import { createReflectionServiceV1, createReflectionServiceV1alpha, DescriptorIndex } from "./reflection-service.js";
 import type { ServiceFacts } from "./service-facts.js";
+import { createTransparencyLogService } from "./transparency-log-service.js";
 
 export interface ApiDependencies {
   readonly executor: Executor;
@@ -20,16 +23,25 @@ export interface ApiDependencies {
   readonly limits: RequestLimits;
   readonly facts: ServiceFacts;
   readonly receiptKey: VerificationKey;
+  readonly log: TransparencyLog;
 }
 
 /** Every RPC service this server answers, in gRPC, gRPC-web and Connect alike. */
-export const servedServices = [ExecutionService, InfoService, Health, ServerReflectionV1, ServerReflectionV1alpha];
+export const servedServices = [
+  ExecutionService,
+  InfoService,
+  TransparencyLogService,
+  Health,
+  ServerReflectionV1,
+  ServerReflectionV1alpha,
+];
 
 export function registerServices(deps: ApiDependencies): (router: ConnectRouter) => void {
   const index = new DescriptorIndex(servedServices);
   return (router) => {
     router.service(ExecutionService, createExecutionService(deps));
     router.service(InfoService, createInfoService(deps.facts));
+    router.service(TransparencyLogService, createTransparencyLogService(deps));
     router.service(
       Health,
       createHealthService(

@@ -21,6 +21,8 @@ export interface ServerConfig {
   readonly logLevel: LogLevel;
   /** How long SIGTERM waits for in-flight executions before closing anyway. */
   readonly shutdownTimeoutMs: number;
+  /** OPENEXEC_LOG_ORIGIN: the transparency log's name; undefined: "openexec/<receipt key id>". */
+  readonly logOrigin: string | undefined;
   /** OPENEXEC_RECEIPT_KEY: the receipt signing key (PEM); undefined: kept beside the ledger. */
   readonly receiptKeyPem: string | undefined;
   /** Clawshield mode: what approvals are verified against; undefined in demo mode. */
@@ -157,8 +159,12 @@ export function loadServerConfig(
 
   const shutdownTimeoutMs = integer("OPENEXEC_SHUTDOWN_TIMEOUT_MS", 10_000, 0, 600_000);
 
-  if (problems.length > 0) throw new ConfigError(problems);
   const receiptKeyPem = read("OPENEXEC_RECEIPT_KEY");
+  const logOrigin = read("OPENEXEC_LOG_ORIGIN");
+  if (logOrigin !== undefined && !/^[A-Za-z0-9._:/-]{1,128}$/.test(logOrigin)) {
+    problems.push("OPENEXEC_LOG_ORIGIN must be 1-128 characters of A-Z a-z 0-9 . _ : / -");
+  }
+  if (problems.length > 0) throw new ConfigError(problems);
   return {
     mode,
     host,
@@ -170,6 +176,7 @@ export function loadServerConfig(
     logLevel,
     shutdownTimeoutMs,
     receiptKeyPem,
+    logOrigin,
     approval,
   };
 }

@@ -15,6 +15,10 @@ export const rejectionCodes = {
   nonce_invalid: Code.InvalidArgument,
   payload_invalid: Code.InvalidArgument,
   action_input_invalid: Code.InvalidArgument,
+  // Transparency log questions (400, 404).
+  log_range_invalid: Code.InvalidArgument,
+  execution_not_found: Code.NotFound,
+  checkpoint_not_found: Code.NotFound,
   // Routing and media type over HTTP (404, 405, 415).
   route_not_found: Code.NotFound,
   method_not_allowed: Code.Unimplemented,

@@ -62,6 +62,27 @@ export const sqliteMigrations: readonly { readonly version: number; readonly nam
       ALTER TABLE denials ADD COLUMN receipt_signature BLOB;
     `,
   },
+  {
+    version: 4,
+    name: "transparency log",
+    sql: `
+      -- One leaf per receipt, in issue order: leaf_hash = SHA-256(0x00 || receipt bytes).
+      CREATE TABLE log_leaves (
+        leaf_index INTEGER PRIMARY KEY CHECK (leaf_index >= 0),
+        leaf_hash  BLOB NOT NULL CHECK (length(leaf_hash) = 32),
+        entry_kind TEXT NOT NULL CHECK (entry_kind IN ('execution', 'denial')),
+        entry_id   TEXT NOT NULL,
+        UNIQUE (entry_kind, entry_id)
+      );
+      -- Signed checkpoints (C2SP signed-note text) of the tree at a size.
+      CREATE TABLE checkpoints (
+        tree_size     INTEGER PRIMARY KEY CHECK (tree_size >= 0),
+        root_hash     BLOB NOT NULL CHECK (length(root_hash) = 32),
+        note          TEXT NOT NULL,
+        created_at_ms INTEGER NOT NULL
+      );
+    `,
+  },
 ];
 
 export const latestSqliteSchemaVersion = sqliteMigrations.reduce((max, m) => Math.max(max, m.version), 0);

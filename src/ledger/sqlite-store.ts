@@ -5,7 +5,8 @@ import Database from "better-sqlite3";
 import { ExecutionStatus } from "../../gen/openexec/v1/receipt_pb.js";
 import type { FailureReason, RejectionReason } from "../errors/reason.js";
 import { canonicalJsonDigest } from "../json/canonical-digest.js";
-import { type EncodedReceipt, encodeReceipt, type ReceiptSigner } from "../receipts/receipt.js";
+import { leafHash } from "../receipts/merkle-tree.js";
+import { type EncodedReceipt, encodeReceipt, type ReceiptFacts, type ReceiptSigner } from "../receipts/receipt.js";
 import { latestSqliteSchemaVersion, sqliteMigrations } from "./sqlite-migrations.js";
 import {
   type Completion,
@@ -14,8 +15,10 @@ import {
   type ExecutionRecord,
   type FinishedExecution,
   type LedgerStore,
+  type LogEntry,
   type Reservation,
   type ReserveOutcome,
+  type StoredCheckpoint,
   StoreUnavailableError,
 } from "./store.js";
 import { WriteBatcher } from "./write-batcher.js";
@@ -35,6 +38,28 @@ interface ExecutionRow {
   receipt: Buffer | null;
   receipt_digest: Buffer | null;
   receipt_signature: Buffer | null;
+}
+
+interface CheckpointRow {
+  tree_size: number;
+  root_hash: Buffer;
+  note: string;
+}
+
+interface LogEntryRow {
+  leaf_index: number;
+  leaf_hash: Buffer;
+  entry_kind: "execution" | "denial";
+  entry_id: string;
+  receipt: Buffer | null;
+  receipt_digest: Buffer | null;
+  receipt_signature: Buffer | null;
+}
+
+/** How the store issues receipts: who signs them, and the log they go into. */
+export interface ReceiptIssuer {
+  readonly signer: ReceiptSigner | undefined;
+  readonly logOrigin: string;
 }
 
 interface DenialRow {
@@ -69,17 +94,17 @@ export class SqliteLedgerStore implements LedgerStore {
   readonly #writes: WriteBatcher;
   readonly #statements;
 
-  readonly #signer: ReceiptSigner | undefined;
+  readonly #receipts: ReceiptIssuer;
 
-  /** Opens (creating and migrating) the ledger; receipts are signed with `signer` when given. */
-  static open(path: string, signer?: ReceiptSigner): SqliteLedgerStore {
+  /** Opens (creating and migrating) the ledger. Without options receipts are unsigned and unlogged by name. */
+  static open(path: string, receipts: ReceiptIssuer = { signer: undefined, logOrigin: "" }): SqliteLedgerStore {
     mkdirSync(dirname(path), { recursive: true });
-    return new SqliteLedgerStore(new Database(path), signer);
+    return new SqliteLedgerStore(new Database(path), receipts);
   }
 
-  private constructor(db: Database.Database, signer: ReceiptSigner | undefined) {
+  private constructor(db: Database.Database, receipts: ReceiptIssuer) {
     this.#db = db;
-    this.#signer = signer;
+    this.#receipts = receipts;
     db.pragma("journal_mode = WAL");
     db.pragma("synchronous = FULL");
     db.pragma("foreign_keys = ON");
@@ -113,6 +138,21 @@ export class SqliteLedgerStore implements LedgerStore {
         VALUES (@attemptId, @tenantId, @nonce, @action, @payloadDigest, @approvalDigest,
           @reason, @logicalTimeMs, @receipt, @receiptDigest, @receiptSignature)`),
       denialById: db.prepare<[string], DenialRow>("SELECT * FROM denials WHERE attempt_id = ?"),
+      nextLeafIndex: db.prepare<[], { next: number }>(
+        "SELECT coalesce(max(leaf_index) + 1, 0) AS next FROM log_leaves",
+      ),
+      insertLeaf: db.prepare(
+        "INSERT INTO log_leaves (leaf_index, leaf_hash, entry_kind, entry_id) VALUES (?, ?, ?, ?)",
+      ),
+      leafHashes: db.prepare<[number, number], { leaf_hash: Buffer }>(
+        "SELECT leaf_hash FROM log_leaves WHERE leaf_index >= ? AND leaf_index < ? ORDER BY leaf_index",
+      ),
+      logSize: db.prepare<[], { size: number }>("SELECT coalesce(max(leaf_index) + 1, 0) AS size FROM log_leaves"),
+      latestCheckpoint: db.prepare<[], CheckpointRow>("SELECT * FROM checkpoints ORDER BY tree_size DESC LIMIT 1"),
+      checkpointAt: db.prepare<[number], CheckpointRow>("SELECT * FROM checkpoints WHERE tree_size = ?"),
+      insertCheckpoint: db.prepare(
+        "INSERT INTO checkpoints (tree_size, root_hash, note, created_at_ms) VALUES (?, ?, ?, ?) ON CONFLICT DO NOTHING",
+      ),
       setCounter: db.prepare(`
         INSERT INTO counters (tenant_id, key, value) VALUES (?, ?, ?)
         ON CONFLICT (tenant_id, key) DO UPDATE SET value = excluded.value`),
@@ -152,21 +192,18 @@ export class SqliteLedgerStore implements LedgerStore {
         throw new StoreUnavailableError(`execution ${executionId} is not pending`);
       }
       const outcome = this.#applyCompletion(row, completion);
-      const receipt = encodeReceipt(
-        {
-          executionId: row.execution_id,
-          tenantId: row.tenant_id,
-          action: row.action,
-          nonce: row.nonce,
-          payloadDigest: row.payload_digest,
-          approvalDigest: row.approval_digest ?? undefined,
-          resultDigest: outcome.status === "executed" ? outcome.resultDigest : undefined,
-          status: outcome.status === "executed" ? ExecutionStatus.EXECUTED : ExecutionStatus.FAILED,
-          reason: outcome.status === "failed" ? outcome.reason : undefined,
-          logicalTime: new Date(row.logical_time_ms),
-        },
-        this.#signer,
-      );
+      const receipt = this.#issueReceipt("execution", row.execution_id, {
+        executionId: row.execution_id,
+        tenantId: row.tenant_id,
+        action: row.action,
+        nonce: row.nonce,
+        payloadDigest: row.payload_digest,
+        approvalDigest: row.approval_digest ?? undefined,
+        resultDigest: outcome.status === "executed" ? outcome.resultDigest : undefined,
+        status: outcome.status === "executed" ? ExecutionStatus.EXECUTED : ExecutionStatus.FAILED,
+        reason: outcome.status === "failed" ? outcome.reason : undefined,
+        logicalTime: new Date(row.logical_time_ms),
+      });
       this.#writeFinish(row.execution_id, {
         status: outcome.status,
         reason: outcome.status === "failed" ? outcome.reason : null,
@@ -224,6 +261,78 @@ export class SqliteLedgerStore implements LedgerStore {
     if (changes !== 1) throw new StoreUnavailableError(`execution ${executionId} was not finished`);
   }
 
+  /**
+   * Encodes, signs and logs a receipt, inside the caller's write: the leaf
+   * index is the next one in this transaction, so a rolled-back write leaves
+   * no gap, and the leaf costs no fsync of its own.
+   */
+  #issueReceipt(
+    kind: "execution" | "denial",
+    entryId: string,
+    facts: Omit<ReceiptFacts, "logIndex" | "logOrigin">,
+  ): EncodedReceipt {
+    const logIndex = this.#statements.nextLeafIndex.get()?.next ?? 0;
+    const receipt = encodeReceipt({ ...facts, logIndex, logOrigin: this.#receipts.logOrigin }, this.#receipts.signer);
+    this.#statements.insertLeaf.run(logIndex, leafHash(receipt.body), kind, entryId);
+    return receipt;
+  }
+
+  async logSize(): Promise<number> {
+    return this.#read(() => this.#statements.logSize.get()?.size ?? 0);
+  }
+
+  async leafHashes(start: number, end: number): Promise<Buffer[]> {
+    return this.#read(() => this.#statements.leafHashes.all(start, end).map((row) => row.leaf_hash));
+  }
+
+  async latestCheckpoint(): Promise<StoredCheckpoint | undefined> {
+    const row = this.#read(() => this.#statements.latestCheckpoint.get());
+    return row === undefined ? undefined : toCheckpoint(row);
+  }
+
+  async checkpointAt(treeSize: number): Promise<StoredCheckpoint | undefined> {
+    const row = this.#read(() => this.#statements.checkpointAt.get(treeSize));
+    return row === undefined ? undefined : toCheckpoint(row);
+  }
+
+  saveCheckpoint(checkpoint: StoredCheckpoint): Promise<void> {
+    return this.#writes.run(() => {
+      this.#statements.insertCheckpoint.run(checkpoint.treeSize, checkpoint.rootHash, checkpoint.note, Date.now());
+    });
+  }
+
+  async *logEntries(): AsyncGenerator<LogEntry> {
+    const rows = this.#db
+      .prepare<[], LogEntryRow>(`
+        SELECT l.leaf_index, l.leaf_hash, l.entry_kind, l.entry_id,
+          coalesce(e.receipt, d.receipt) AS receipt,
+          coalesce(e.receipt_digest, d.receipt_digest) AS receipt_digest,
+          coalesce(e.receipt_signature, d.receipt_signature) AS receipt_signature
+        FROM log_leaves l
+        LEFT JOIN executions e ON l.entry_kind = 'execution' AND e.execution_id = l.entry_id
+        LEFT JOIN denials d ON l.entry_kind = 'denial' AND d.attempt_id = l.entry_id
+        ORDER BY l.leaf_index`)
+      .iterate();
+    for (const row of rows) {
+      yield {
+        leafIndex: row.leaf_index,
+        leafHash: row.leaf_hash,
+        kind: row.entry_kind,
+        entryId: row.entry_id,
+        receipt:
+          row.receipt === null || row.receipt_digest === null
+            ? undefined
+            : { body: row.receipt, digest: row.receipt_digest, signature: row.receipt_signature ?? new Uint8Array(0) },
+      };
+    }
+  }
+
+  async *checkpoints(): AsyncGenerator<StoredCheckpoint> {
+    for (const row of this.#db.prepare<[], CheckpointRow>("SELECT * FROM checkpoints ORDER BY tree_size").iterate()) {
+      yield toCheckpoint(row);
+    }
+  }
+
   async find(tenantId: string, nonce: string): Promise<ExecutionRecord | undefined> {
     const row = this.#read(() => this.#statements.byKey.get(tenantId, nonce));
     return row === undefined ? undefined : toRecord(row);
@@ -238,21 +347,18 @@ export class SqliteLedgerStore implements LedgerStore {
 
   recordDenial(denial: Denial): Promise<DeniedAttempt> {
     return this.#writes.run((): DeniedAttempt => {
-      const receipt = encodeReceipt(
-        {
-          executionId: denial.attemptId,
-          tenantId: denial.tenantId,
-          action: denial.action,
-          nonce: denial.nonce,
-          payloadDigest: denial.payloadDigest,
-          approvalDigest: denial.approvalDigest,
-          resultDigest: undefined,
-          status: ExecutionStatus.DENIED,
-          reason: denial.reason,
-          logicalTime: denial.logicalTime,
-        },
-        this.#signer,
-      );
+      const receipt = this.#issueReceipt("denial", denial.attemptId, {
+        executionId: denial.attemptId,
+        tenantId: denial.tenantId,
+        action: denial.action,
+        nonce: denial.nonce,
+        payloadDigest: denial.payloadDigest,
+        approvalDigest: denial.approvalDigest,
+        resultDigest: undefined,
+        status: ExecutionStatus.DENIED,
+        reason: denial.reason,
+        logicalTime: denial.logicalTime,
+      });
       this.#statements.insertDenial.run({
         attemptId: denial.attemptId,
         tenantId: denial.tenantId,
@@ -285,21 +391,18 @@ export class SqliteLedgerStore implements LedgerStore {
     return this.#writes.run(() => {
       const rows = this.#statements.pending.all();
       for (const row of rows) {
-        const receipt = encodeReceipt(
-          {
-            executionId: row.execution_id,
-            tenantId: row.tenant_id,
-            action: row.action,
-            nonce: row.nonce,
-            payloadDigest: row.payload_digest,
-            approvalDigest: row.approval_digest ?? undefined,
-            resultDigest: undefined,
-            status: ExecutionStatus.INTERRUPTED,
-            reason: "interrupted",
-            logicalTime: new Date(row.logical_time_ms),
-          },
-          this.#signer,
-        );
+        const receipt = this.#issueReceipt("execution", row.execution_id, {
+          executionId: row.execution_id,
+          tenantId: row.tenant_id,
+          action: row.action,
+          nonce: row.nonce,
+          payloadDigest: row.payload_digest,
+          approvalDigest: row.approval_digest ?? undefined,
+          resultDigest: undefined,
+          status: ExecutionStatus.INTERRUPTED,
+          reason: "interrupted",
+          logicalTime: new Date(row.logical_time_ms),
+        });
         this.#writeFinish(row.execution_id, {
           status: "interrupted",
           reason: "interrupted",
@@ -407,4 +510,8 @@ function toDeniedAttempt(row: DenialRow): DeniedAttempt {
     reason: row.reason as RejectionReason,
     receipt: { body: row.receipt, digest: row.receipt_digest, signature: row.receipt_signature ?? new Uint8Array(0) },
   };
+}
+
+function toCheckpoint(row: CheckpointRow): StoredCheckpoint {
+  return { treeSize: row.tree_size, rootHash: row.root_hash, note: row.note };
 }

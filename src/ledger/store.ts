@@ -33,6 +33,18 @@ export interface LedgerStore {
    * with a receipt, so that it never runs. Called once at start.
    */
   recoverInterrupted(): Promise<number>;
+  /** The number of leaves in the transparency log. */
+  logSize(): Promise<number>;
+  /** Leaf hashes [start, end) of the log, in order. */
+  leafHashes(start: number, end: number): Promise<Buffer[]>;
+  latestCheckpoint(): Promise<StoredCheckpoint | undefined>;
+  checkpointAt(treeSize: number): Promise<StoredCheckpoint | undefined>;
+  /** Stores a signed checkpoint; a second one for the same size is ignored. */
+  saveCheckpoint(checkpoint: StoredCheckpoint): Promise<void>;
+  /** Every log leaf with the receipt it stands for, in index order (for audit and export). */
+  logEntries(): AsyncIterable<LogEntry>;
+  /** Every stored checkpoint, by tree size. */
+  checkpoints(): AsyncIterable<StoredCheckpoint>;
   /** Throws when the store cannot serve requests (readiness). */
   check(): Promise<void>;
   close(): Promise<void>;
@@ -124,6 +136,24 @@ export type DeniedAttempt = Omit<ExecutionBase, "executionId"> & {
   readonly reason: RejectionReason;
   readonly receipt: EncodedReceipt;
 };
+
+/** A signed checkpoint of the transparency log at one size. */
+export interface StoredCheckpoint {
+  readonly treeSize: number;
+  readonly rootHash: Buffer;
+  /** The C2SP signed note. */
+  readonly note: string;
+}
+
+/** One leaf of the log and the receipt it should hash. */
+export interface LogEntry {
+  readonly leafIndex: number;
+  readonly leafHash: Buffer;
+  readonly kind: "execution" | "denial";
+  readonly entryId: string;
+  /** Undefined when the row the leaf names is missing or has no receipt. */
+  readonly receipt: EncodedReceipt | undefined;
+}
 
 /** The store failed (I/O, corruption, lost connection): answered as UNAVAILABLE. */
 export class StoreUnavailableError extends Error {

@@ -1,12 +1,15 @@
 import { createPrivateKey, createPublicKey, generateKeyPairSync, type KeyObject, sign } from "node:crypto";
 import { existsSync, readFileSync, statSync, writeFileSync } from "node:fs";
 import { KeyError, parsePublicKeyPem, type VerificationKey } from "../signing/ed25519-keys.js";
+import type { NoteSigner } from "./checkpoint.js";
 
 /** The executor's own Ed25519 key, with which it signs every receipt. */
 export interface ReceiptKey {
   readonly public: VerificationKey;
   readonly publicPem: string;
   sign(message: Uint8Array): Uint8Array;
+  /** The same key as a signed-note signer for checkpoints, under `name` (the log origin). */
+  noteSigner(name: string): NoteSigner;
 }
 
 /**
@@ -32,6 +35,7 @@ export function loadReceiptKey(pem: string | undefined, keyPath: string): Receip
     public: parsePublicKeyPem(publicPem),
     publicPem,
     sign: (message) => new Uint8Array(sign(null, message, privateKey)),
+    noteSigner: (name) => ({ name, privateKey, publicKeyRaw: parsePublicKeyPem(publicPem).raw }),
   };
 }
 

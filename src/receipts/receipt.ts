@@ -19,6 +19,10 @@ export interface ReceiptFacts {
   readonly status: Exclude<ExecutionStatus, ExecutionStatus.UNSPECIFIED>;
   readonly reason: string | undefined;
   readonly logicalTime: Date;
+  /** The receipt's leaf index in the transparency log. */
+  readonly logIndex: number;
+  /** The transparency log's origin (its checkpoint key name). */
+  readonly logOrigin: string;
 }
 
 /** A receipt as stored and served: its exact bytes, their digest and signature. */
@@ -52,6 +56,8 @@ export function encodeReceipt(facts: ReceiptFacts, signer: ReceiptSigner | undef
       status: facts.status,
       reason: facts.reason ?? "",
       logicalTime: timestampFromMs(facts.logicalTime.getTime()),
+      logIndex: BigInt(facts.logIndex),
+      logOrigin: facts.logOrigin,
       receiptKeyId: signer?.keyId ?? "",
     }),
   );

@@ -7,7 +7,9 @@ import { JsonSyntaxError, parseStrictJson } from "../json/strict-json.js";
 import type { LedgerStore } from "../ledger/store.js";
 import { preAuthEncoding } from "../signing/dsse.js";
 import type { VerificationKey } from "../signing/ed25519-keys.js";
+import { leafHash, verifyInclusion } from "./merkle-tree.js";
 import { type EncodedReceipt, receiptPayloadType, sha256 } from "./receipt.js";
+import type { TransparencyLog } from "./transparency-log.js";
 
 /** A receipt check as the original /receipts/verify took it. */
 export interface StoredReceiptClaim {
@@ -23,16 +25,16 @@ const hexDigest = /^[0-9a-f]{64}$/;
 /**
  * True only when the execution exists and is finished, the receipt digest is
  * the one recorded for it (and still matches the recorded receipt bytes, which
- * carry this executor's valid signature), and the claimed result is the
- * recorded result. Every other case is false, never
+ * carry this executor's valid signature and are a leaf of its transparency log),
+ * and the claimed result is the recorded result. Every other case is false, never
  * an error: a verifier answers questions about evidence, it does not fail on them.
  */
 export async function verifyStoredReceipt(
-  store: LedgerStore,
-  receiptKey: VerificationKey,
+  evidence: { readonly store: LedgerStore; readonly receiptKey: VerificationKey; readonly log: TransparencyLog },
   claim: StoredReceiptClaim,
   maxResultDepth: number,
 ): Promise<boolean> {
+  const { store, receiptKey, log } = evidence;
   const claimedDigest = claim.receipt.trim().toLowerCase();
   if (!hexDigest.test(claimedDigest) || claim.executionId === "") return false;
   const record = await store.findById(claim.executionId);
@@ -41,6 +43,7 @@ export async function verifyStoredReceipt(
   if (!equal(Buffer.from(claimedDigest, "hex"), receipt.digest)) return false;
   if (!equal(sha256(receipt.body), receipt.digest)) return false;
   if (!signedBy(receiptKey, receipt)) return false;
+  if (!(await inLog(log, receipt))) return false;
   if (record.status !== "executed") {
     // No result was produced: the only matching claim is "no result".
     return claim.result === undefined || claim.result === null || claim.result === "null";
@@ -65,6 +68,20 @@ function resultCandidates(result: JsonValue | undefined, maxDepth: number): Json
     if (error instanceof JsonSyntaxError) return [result];
     throw error;
   }
+}
+
+/** The receipt names this log and is a leaf of the tree of its latest signed checkpoint. */
+async function inLog(log: TransparencyLog, receipt: EncodedReceipt): Promise<boolean> {
+  const { logIndex, logOrigin } = fromBinary(ReceiptSchema, receipt.body);
+  if (logOrigin !== log.origin) return false;
+  const proof = await log.inclusionProof(Number(logIndex), 0);
+  return verifyInclusion(
+    leafHash(receipt.body),
+    proof.logIndex,
+    proof.treeSize,
+    proof.hashes,
+    proof.checkpoint.rootHash,
+  );
 }
 
 /** The stored receipt names this executor's key and carries its valid signature. */

@@ -70,3 +70,13 @@ export function writeJson(
   });
   res.end(text);
 }
+
+export function writeText(res: NodeResponse, status: number, text: string): void {
+  res.writeHead(status, {
+    "content-type": "text/plain; charset=utf-8",
+    "content-length": Buffer.byteLength(text),
+    "cache-control": "no-store",
+    "x-content-type-options": "nosniff",
+  });
+  res.end(text);
+}

@@ -1,5 +1,6 @@
 import { type JsonObject, type JsonValue, type Message, toJson } from "@bufbuild/protobuf";
 import type { GenMessage } from "@bufbuild/protobuf/codegenv2";
+import { SignedEnvelopeSchema } from "../../gen/openexec/v1/envelope_pb.js";
 import { ExecuteResponseSchema } from "../../gen/openexec/v1/execution_pb.js";
 import {
   GetHealthResponseSchema,
@@ -8,7 +9,7 @@ import {
   GetVersionResponseSchema,
 } from "../../gen/openexec/v1/info_pb.js";
 import { ExecutionStatus } from "../../gen/openexec/v1/receipt_pb.js";
-import { toExecuteResponse } from "../api/execute-response.js";
+import { signedReceiptOf, toExecuteResponse } from "../api/execute-response.js";
 import { healthOf, infoOf, readinessOf, receiptKeyOf, type ServiceFacts, versionOf } from "../api/service-facts.js";
 import { isRejection, Rejection } from "../errors/reason.js";
 import type { ExecuteCommand, Executor } from "../execution/executor.js";
@@ -16,9 +17,11 @@ import type { RequestLimits } from "../execution/request-limits.js";
 import { decodeUtf8, JsonSyntaxError, parseStrictJson } from "../json/strict-json.js";
 import type { LedgerStore } from "../ledger/store.js";
 import type { Logger } from "../log/logger.js";
+import { logIndexOf, type ReceiptBundle, receiptBundle } from "../receipts/receipt-bundle.js";
+import type { InclusionProofAnswer, TransparencyLog } from "../receipts/transparency-log.js";
 import { verifyStoredReceipt } from "../receipts/verify-stored-receipt.js";
 import type { VerificationKey } from "../signing/ed25519-keys.js";
-import { type NodeResponse, writeJson, writeRejection } from "./http-errors.js";
+import { type NodeResponse, writeJson, writeRejection, writeText } from "./http-errors.js";
 import { isJsonContentType, type NodeRequest, readBody } from "./request-body.js";
 
 export interface RestDependencies {
@@ -28,6 +31,7 @@ export interface RestDependencies {
   readonly limits: RequestLimits;
   readonly logger: Logger;
   readonly receiptKey: VerificationKey;
+  readonly log: TransparencyLog;
 }
 
 type RestHandler = (req: NodeRequest, res: NodeResponse) => Promise<void>;
@@ -38,7 +42,7 @@ type RestHandler = (req: NodeRequest, res: NodeResponse) => Promise<void>;
  * Returns undefined for paths that are not REST paths (they go to Connect).
  */
 export function createRestRoutes(deps: RestDependencies): (path: string) => Map<string, RestHandler> | undefined {
-  const { executor, store, facts, limits } = deps;
+  const { executor, store, facts, limits, log } = deps;
   const json = <T extends Message>(schema: GenMessage<T>, message: T) =>
     toJson(schema, message, { useProtoFieldName: true }) as JsonObject;
   const get = (handler: RestHandler) => new Map([["GET", handler]]);
@@ -56,6 +60,40 @@ export function createRestRoutes(deps: RestDependencies): (path: string) => Map<
       }),
     ],
     ["/version", get(async (_req, res) => writeJson(res, 200, json(GetVersionResponseSchema, versionOf(facts))))],
+    [
+      "/log/checkpoint",
+      // The C2SP checkpoint itself, as witnesses and tlog tools fetch it.
+      get(async (_req, res) => writeText(res, 200, (await log.checkpoint()).note)),
+    ],
+    [
+      "/log/inclusion",
+      get(async (req, res) => {
+        const query = queryOf(req);
+        const record = await store.findById(query.get("exec_id") ?? "");
+        if (record === undefined || record.status === "pending") {
+          throw new Rejection("execution_not_found", "no receipt has been issued under this id");
+        }
+        const answer = await log.inclusionProof(logIndexOf(record.receipt), sizeParam(query, "tree_size", 0));
+        writeJson(res, 200, { ...inclusionJson(answer), checkpoint: answer.checkpoint.note });
+      }),
+    ],
+    [
+      "/log/consistency",
+      get(async (req, res) => {
+        const query = queryOf(req);
+        const oldSize = sizeParam(query, "old_size");
+        const newSize = sizeParam(query, "new_size");
+        const hashes = await log.consistencyProof(oldSize, newSize);
+        writeJson(res, 200, { old_size: oldSize, new_size: newSize, hashes: hashes.map((h) => h.toString("hex")) });
+      }),
+    ],
+    [
+      "/receipts/bundle",
+      get(async (req, res) => {
+        const bundle = await receiptBundle(store, log, queryOf(req).get("exec_id") ?? "");
+        writeJson(res, 200, bundleJson(bundle));
+      }),
+    ],
     [
       "/receipts/key",
       get(async (_req, res) => writeJson(res, 200, json(GetReceiptKeyResponseSchema, receiptKeyOf(facts)))),
@@ -75,8 +113,7 @@ export function createRestRoutes(deps: RestDependencies): (path: string) => Map<
         const body = await readJsonObject(req, limits);
         expectOnly(body, ["exec_id", "result", "receipt"]);
         const valid = await verifyStoredReceipt(
-          store,
-          deps.receiptKey,
+          deps,
           {
             executionId: requireString(body, "exec_id"),
             result: body.result,
@@ -192,4 +229,37 @@ function requireString(body: JsonObject, field: string): string {
   const value = body[field];
   if (typeof value !== "string") throw new Rejection("field_invalid", `"${field}" must be a string`);
   return value;
+}
+
+function queryOf(req: NodeRequest): URLSearchParams {
+  return new URL(req.url ?? "/", "http://localhost").searchParams;
+}
+
+/** A tree size from the query string: a non-negative integer, or `fallback` when absent. */
+function sizeParam(query: URLSearchParams, name: string, fallback?: number): number {
+  const raw = query.get(name);
+  if (raw === null && fallback !== undefined) return fallback;
+  const value = raw !== null && /^\d{1,15}$/.test(raw) ? Number(raw) : Number.NaN;
+  if (!Number.isSafeInteger(value)) throw new Rejection("log_range_invalid", `${name} must be a non-negative integer`);
+  return value;
+}
+
+function inclusionJson(answer: InclusionProofAnswer) {
+  return {
+    log_index: answer.logIndex,
+    tree_size: answer.treeSize,
+    hashes: answer.hashes.map((hash) => hash.toString("hex")),
+  };
+}
+
+/** The offline-verification bundle (docs/RECEIPTS.md, "Bundles"): what `openexec verify-receipt --bundle` reads. */
+export function bundleJson(bundle: ReceiptBundle): JsonObject {
+  return {
+    signed_receipt: toJson(SignedEnvelopeSchema, signedReceiptOf(bundle.receipt), {
+      useProtoFieldName: true,
+    }) as JsonObject,
+    result: bundle.result,
+    checkpoint: bundle.inclusion.checkpoint.note,
+    inclusion_proof: inclusionJson(bundle.inclusion),
+  };
 }

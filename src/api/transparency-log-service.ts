@@ -1,0 +1,70 @@
+import { create } from "@bufbuild/protobuf";
+import type { ServiceImpl } from "@connectrpc/connect";
+import {
+  type InclusionProof,
+  InclusionProofSchema,
+  type TransparencyLogService,
+} from "../../gen/openexec/v1/transparency_log_pb.js";
+import { Rejection } from "../errors/reason.js";
+import type { LedgerStore } from "../ledger/store.js";
+import { logIndexOf, receiptBundle } from "../receipts/receipt-bundle.js";
+import type { InclusionProofAnswer, TransparencyLog } from "../receipts/transparency-log.js";
+import { jsonToValue, signedReceiptOf } from "./execute-response.js";
+
+/** openexec.v1.TransparencyLogService: checkpoints, proofs and offline-verification bundles. */
+export function createTransparencyLogService(deps: {
+  readonly store: LedgerStore;
+  readonly log: TransparencyLog;
+}): ServiceImpl<typeof TransparencyLogService> {
+  const { store, log } = deps;
+  return {
+    async getCheckpoint() {
+      const checkpoint = await log.checkpoint();
+      return {
+        checkpoint: checkpoint.note,
+        origin: log.origin,
+        treeSize: BigInt(checkpoint.treeSize),
+        rootHash: checkpoint.rootHash,
+      };
+    },
+    async getInclusionProof(request) {
+      const record = await store.findById(request.execId);
+      if (record === undefined || record.status === "pending") {
+        throw new Rejection("execution_not_found", "no receipt has been issued under this id");
+      }
+      const answer = await log.inclusionProof(logIndexOf(record.receipt), toSize(request.treeSize));
+      return { proof: toProof(answer), checkpoint: answer.checkpoint.note };
+    },
+    async getConsistencyProof(request) {
+      const oldSize = toSize(request.oldSize);
+      const newSize = toSize(request.newSize);
+      return {
+        oldSize: request.oldSize,
+        newSize: request.newSize,
+        hashes: await log.consistencyProof(oldSize, newSize),
+      };
+    },
+    async getReceiptBundle(request) {
+      const bundle = await receiptBundle(store, log, request.execId);
+      return {
+        signedReceipt: signedReceiptOf(bundle.receipt),
+        result: jsonToValue(bundle.result),
+        checkpoint: bundle.inclusion.checkpoint.note,
+        inclusionProof: toProof(bundle.inclusion),
+      };
+    },
+  };
+}
+
+function toProof(answer: InclusionProofAnswer): InclusionProof {
+  return create(InclusionProofSchema, {
+    logIndex: BigInt(answer.logIndex),
+    treeSize: BigInt(answer.treeSize),
+    hashes: answer.hashes,
+  });
+}
+
+function toSize(value: bigint): number {
+  if (value > BigInt(Number.MAX_SAFE_INTEGER)) throw new Rejection("log_range_invalid", "tree size out of range");
+  return Number(value);
+}

@@ -1,0 +1,37 @@
+import { fromBinary, type JsonValue } from "@bufbuild/protobuf";
+import { ReceiptSchema } from "../../gen/openexec/v1/receipt_pb.js";
+import { Rejection } from "../errors/reason.js";
+import type { LedgerStore } from "../ledger/store.js";
+import type { EncodedReceipt } from "./receipt.js";
+import type { InclusionProofAnswer, TransparencyLog } from "./transparency-log.js";
+
+/** Everything a third party needs to check one receipt without the server. */
+export interface ReceiptBundle {
+  readonly receipt: EncodedReceipt;
+  /** The execution's result; null when it has none (failed, interrupted, denied). */
+  readonly result: JsonValue;
+  readonly inclusion: InclusionProofAnswer;
+}
+
+/** The receipt of an execution or denied attempt, with its inclusion proof against the latest checkpoint. */
+export async function receiptBundle(
+  store: LedgerStore,
+  log: TransparencyLog,
+  executionId: string,
+): Promise<ReceiptBundle> {
+  const record = await store.findById(executionId);
+  if (record === undefined || record.status === "pending") {
+    throw new Rejection("execution_not_found", "no receipt has been issued under this id");
+  }
+  const logIndex = logIndexOf(record.receipt);
+  return {
+    receipt: record.receipt,
+    result: record.status === "executed" ? record.result : null,
+    inclusion: await log.inclusionProof(logIndex, 0),
+  };
+}
+
+/** The log index a stored receipt carries. */
+export function logIndexOf(receipt: EncodedReceipt): number {
+  return Number(fromBinary(ReceiptSchema, receipt.body).logIndex);
+}
