@@ -3,7 +3,7 @@ import { timestampMs } from "@bufbuild/protobuf/wkt";
 import { Rejection } from "../errors/reason.js";
 import type { ApprovalUse } from "../ledger/store.js";
 import { preAuthEncoding } from "../signing/dsse.js";
-import type { VerificationKey } from "../signing/ed25519-keys.js";
+import { isStrictSignatureShape, type VerificationKey } from "../signing/ed25519-keys.js";
 import { decodeArtifact } from "./approval-artifact.js";
 import type { ApprovalSubject } from "./approval-gate.js";
 
@@ -89,19 +89,13 @@ export async function verifyApproval(
   };
 }
 
-/** The order of the Ed25519 group, L = 2^252 + 27742317777372353535851937790883648493. */
-const groupOrder = (1n << 252n) + 27742317777372353535851937790883648493n;
-
 /**
  * Strict RFC 8032 verification: a 64-byte signature whose S is canonical
  * (S < L, so no malleable twin verifies), checked by OpenSSL off the event loop.
  * Small-order public keys were refused when the key ring was loaded.
  */
 export function verifyEd25519(key: VerificationKey, message: Uint8Array, signature: Uint8Array): Promise<boolean> {
-  if (signature.length !== 64) return Promise.resolve(false);
-  let s = 0n;
-  for (let i = 63; i >= 32; i--) s = (s << 8n) | BigInt(signature[i] ?? 0);
-  if (s >= groupOrder) return Promise.resolve(false);
+  if (!isStrictSignatureShape(signature)) return Promise.resolve(false);
   return new Promise((resolve) => {
     verify(null, message, key.key, signature, (error, valid) => resolve(error === null && valid));
   });

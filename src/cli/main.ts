@@ -1,7 +1,11 @@
 #!/usr/bin/env node
 import { approveCommand } from "./approve-command.js";
+import { auditCommand } from "./audit-command.js";
+import { exportCommand } from "./export-command.js";
 import { keygenCommand } from "./keygen-command.js";
+import { UsageError } from "./ledger-access.js";
 import { serveCommand, serveHelp } from "./serve-command.js";
+import { verifyReceiptCommand } from "./verify-receipt-command.js";
 
 const usage = `Usage: openexec <command> [options]
 
@@ -9,6 +13,9 @@ Commands:
   serve    run the execution server (what npm start runs)
   keygen   create an Ed25519 key pair for signing approvals
   approve  mint a signed approval and print the /execute body
+  verify-receipt  verify a receipt offline (signature, result, checkpoint, inclusion)
+  audit    check the whole ledger, its log and checkpoints; name the first divergence
+  export   write the receipts log as JSON Lines for an external witness
 
 Run "openexec <command> --help" for a command's options.
 `;
@@ -17,6 +24,9 @@ const commands: Record<string, (args: string[]) => Promise<number>> = {
   serve: serveCommand,
   keygen: keygenCommand,
   approve: approveCommand,
+  "verify-receipt": verifyReceiptCommand,
+  audit: auditCommand,
+  export: exportCommand,
 };
 
 async function main(argv: string[]): Promise<number> {
@@ -33,11 +43,22 @@ async function main(argv: string[]): Promise<number> {
   return command(args);
 }
 
+// A reader that stops early (`openexec export | head`) is not an error.
+process.stdout.on("error", (error: NodeJS.ErrnoException) => {
+  if (error.code === "EPIPE") process.exit(0);
+  throw error;
+});
+
 main(process.argv.slice(2)).then(
   (code) => {
     process.exitCode = code;
   },
   (error: unknown) => {
+    if (error instanceof UsageError || (error as { code?: string }).code?.startsWith("ERR_PARSE_ARGS")) {
+      process.stderr.write(`openexec: ${(error as Error).message}\n`);
+      process.exitCode = 2;
+      return;
+    }
     // Start-up failures (port in use, unreadable ledger, ...) end here: one clear line, exit 1.
     const message = error instanceof Error ? error.message : String(error);
     process.stderr.write(`openexec: ${message}\n`);

@@ -99,17 +99,35 @@ export class SqliteLedgerStore implements LedgerStore {
   /** Opens (creating and migrating) the ledger. Without options receipts are unsigned and unlogged by name. */
   static open(path: string, receipts: ReceiptIssuer = { signer: undefined, logOrigin: "" }): SqliteLedgerStore {
     mkdirSync(dirname(path), { recursive: true });
-    return new SqliteLedgerStore(new Database(path), receipts);
-  }
-
-  private constructor(db: Database.Database, receipts: ReceiptIssuer) {
-    this.#db = db;
-    this.#receipts = receipts;
+    const db = new Database(path);
     db.pragma("journal_mode = WAL");
     db.pragma("synchronous = FULL");
-    db.pragma("foreign_keys = ON");
     db.pragma("busy_timeout = 5000");
-    this.schemaVersion = migrate(db);
+    return new SqliteLedgerStore(db, migrate(db), receipts);
+  }
+
+  /**
+   * Opens an existing ledger without changing it (for audit and export, also
+   * while a server runs): no migrations, and a schema other than this build's
+   * is refused.
+   */
+  static openReadOnly(path: string): SqliteLedgerStore {
+    const db = new Database(path, { readonly: true, fileMustExist: true });
+    db.pragma("busy_timeout = 5000");
+    const version = schemaVersionOf(db);
+    if (version !== latestSqliteSchemaVersion) {
+      db.close();
+      throw new SchemaTooNewError(
+        `the ledger has schema version ${version}; this build reads version ${latestSqliteSchemaVersion}`,
+      );
+    }
+    return new SqliteLedgerStore(db, version, { signer: undefined, logOrigin: "" });
+  }
+
+  private constructor(db: Database.Database, schemaVersion: number, receipts: ReceiptIssuer) {
+    this.#db = db;
+    this.#receipts = receipts;
+    this.schemaVersion = schemaVersion;
     this.#writes = new WriteBatcher(db);
     this.#statements = {
       insert: db.prepare(`
@@ -433,12 +451,19 @@ export class SqliteLedgerStore implements LedgerStore {
   }
 }
 
+function schemaVersionOf(db: Database.Database): number {
+  const table = db.prepare("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'schema_migrations'").get();
+  if (table === undefined) return 0;
+  return (
+    db.prepare<[], { version: number | null }>("SELECT max(version) AS version FROM schema_migrations").get()
+      ?.version ?? 0
+  );
+}
+
 function migrate(db: Database.Database): number {
   db.exec(`CREATE TABLE IF NOT EXISTS schema_migrations (
     version INTEGER PRIMARY KEY, name TEXT NOT NULL, applied_at_ms INTEGER NOT NULL)`);
-  const current =
-    db.prepare<[], { version: number | null }>("SELECT max(version) AS version FROM schema_migrations").get()
-      ?.version ?? 0;
+  const current = schemaVersionOf(db);
   if (current > latestSqliteSchemaVersion) {
     throw new SchemaTooNewError(
       `the ledger has schema version ${current}, newer than this build knows (${latestSqliteSchemaVersion}); upgrade OpenExec`,

@@ -6,7 +6,7 @@ import { CanonicalJsonError } from "../json/canonical-json.js";
 import { JsonSyntaxError, parseStrictJson } from "../json/strict-json.js";
 import type { LedgerStore } from "../ledger/store.js";
 import { preAuthEncoding } from "../signing/dsse.js";
-import type { VerificationKey } from "../signing/ed25519-keys.js";
+import { isStrictSignatureShape, type VerificationKey } from "../signing/ed25519-keys.js";
 import { leafHash, verifyInclusion } from "./merkle-tree.js";
 import { type EncodedReceipt, receiptPayloadType, sha256 } from "./receipt.js";
 import type { TransparencyLog } from "./transparency-log.js";
@@ -86,7 +86,7 @@ async function inLog(log: TransparencyLog, receipt: EncodedReceipt): Promise<boo
 
 /** The stored receipt names this executor's key and carries its valid signature. */
 function signedBy(key: VerificationKey, receipt: EncodedReceipt): boolean {
-  if (receipt.signature.length !== 64) return false;
+  if (!isStrictSignatureShape(receipt.signature)) return false;
   if (fromBinary(ReceiptSchema, receipt.body).receiptKeyId !== key.keyId) return false;
   return verify(null, preAuthEncoding(receiptPayloadType, receipt.body), key.key, receipt.signature);
 }

@@ -71,3 +71,17 @@ export function privateKeySeedFromPem(pem: string): Uint8Array {
 function normalisePem(pem: string): string {
   return pem.includes("\\n") ? pem.replaceAll("\\n", "\n") : pem;
 }
+
+/** The order of the Ed25519 group, L = 2^252 + 27742317777372353535851937790883648493. */
+const groupOrder = (1n << 252n) + 27742317777372353535851937790883648493n;
+
+/**
+ * 64 bytes with a canonical S (S < L), as strict RFC 8032 requires: without
+ * this check S + L would verify too, giving every signature a malleable twin.
+ */
+export function isStrictSignatureShape(signature: Uint8Array): boolean {
+  if (signature.length !== 64) return false;
+  let s = 0n;
+  for (let i = 63; i >= 32; i--) s = (s << 8n) | BigInt(signature[i] ?? 0);
+  return s < groupOrder;
+}

@@ -1,0 +1,44 @@
+import { createPublicKey } from "node:crypto";
+import { existsSync, readFileSync } from "node:fs";
+import { defaultDatabaseUrl } from "../config/server-config.js";
+import { parseDatabaseUrl } from "../ledger/database-url.js";
+import { SqliteLedgerStore } from "../ledger/sqlite-store.js";
+import { parsePublicKeyPem, type VerificationKey } from "../signing/ed25519-keys.js";
+
+/** A problem with what a one-shot command was given: printed, exit 2. */
+export class UsageError extends Error {
+  override readonly name = "UsageError";
+}
+
+/** The ledger named by --db, else OPENEXEC_DB_URL, else the default; opened read-only. */
+export function openLedgerReadOnly(dbUrl: string | undefined): { store: SqliteLedgerStore; path: string } {
+  const location = parseDatabaseUrl(dbUrl ?? process.env.OPENEXEC_DB_URL ?? defaultDatabaseUrl);
+  if (location.kind !== "sqlite") throw new UsageError("only sqlite:/// ledgers can be opened by this command");
+  if (!existsSync(location.path)) throw new UsageError(`no ledger at ${location.path}`);
+  return { store: SqliteLedgerStore.openReadOnly(location.path), path: location.path };
+}
+
+/**
+ * The executor's receipt public key: --key (a PEM public key file), else
+ * OPENEXEC_RECEIPT_KEY, else the key the server keeps beside the ledger.
+ */
+export function receiptPublicKey(
+  keyFile: string | undefined,
+  ledgerPath: string,
+): { key: VerificationKey; pem: string } {
+  let pem: string;
+  if (keyFile !== undefined) {
+    pem = readFileSync(keyFile, "utf8");
+  } else {
+    const source = process.env.OPENEXEC_RECEIPT_KEY ?? readIfExists(`${ledgerPath}.receipt-key.pem`);
+    if (source === undefined) throw new UsageError("no receipt key: pass --key with the executor's public key");
+    pem = createPublicKey(source.includes("\\n") ? source.replaceAll("\\n", "\n") : source)
+      .export({ format: "pem", type: "spki" })
+      .toString();
+  }
+  return { key: parsePublicKeyPem(pem), pem };
+}
+
+function readIfExists(path: string): string | undefined {
+  return existsSync(path) ? readFileSync(path, "utf8") : undefined;
+}

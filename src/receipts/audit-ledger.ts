@@ -1,0 +1,166 @@
+import { timingSafeEqual, verify } from "node:crypto";
+import { fromBinary } from "@bufbuild/protobuf";
+import { timestampMs } from "@bufbuild/protobuf/wkt";
+import { ExecutionStatus, ReceiptSchema } from "../../gen/openexec/v1/receipt_pb.js";
+import { canonicalJsonDigest } from "../json/canonical-digest.js";
+import type { LedgerStore, StoredCheckpoint } from "../ledger/store.js";
+import { preAuthEncoding } from "../signing/dsse.js";
+import { isStrictSignatureShape, type VerificationKey } from "../signing/ed25519-keys.js";
+import { verifySignedCheckpoint } from "./checkpoint.js";
+import { emptyRoot, leafHash, MerkleFrontier } from "./merkle-tree.js";
+import { receiptPayloadType, sha256 } from "./receipt.js";
+
+/** Where the ledger stops agreeing with itself. */
+export interface AuditDivergence {
+  /** The log leaf, or the checkpoint's tree size, where it was found. */
+  readonly leafIndex?: number;
+  readonly treeSize?: number;
+  /** The table and row it names. */
+  readonly table?: "executions" | "denials" | "log_leaves" | "checkpoints";
+  readonly id?: string;
+  readonly problem: string;
+}
+
+export interface AuditReport {
+  readonly ok: boolean;
+  readonly leaves: number;
+  readonly checkpoints: number;
+  /** Hex root of the recomputed tree. */
+  readonly rootHash: string;
+  readonly firstDivergence: AuditDivergence | undefined;
+}
+
+/**
+ * Walks the whole ledger: every log leaf against the receipt it names, every
+ * receipt against its row and the executor's key, the tree rebuilt from the
+ * receipts themselves, every checkpoint against that tree and its signature.
+ * Stops at the first divergence and names it.
+ */
+export async function auditLedger(store: LedgerStore, key: VerificationKey): Promise<AuditReport> {
+  const checkpoints = new Map<number, StoredCheckpoint>();
+  for await (const checkpoint of store.checkpoints()) checkpoints.set(checkpoint.treeSize, checkpoint);
+  const frontier = new MerkleFrontier();
+  let origin: string | undefined;
+  const report = (firstDivergence: AuditDivergence | undefined): AuditReport => ({
+    ok: firstDivergence === undefined,
+    leaves: frontier.size,
+    checkpoints: checkpoints.size,
+    rootHash: frontier.root().toString("hex"),
+    firstDivergence,
+  });
+
+  const empty = checkpoints.get(0);
+  if (empty !== undefined && !empty.rootHash.equals(emptyRoot())) {
+    return report({ treeSize: 0, table: "checkpoints", problem: "the empty tree's checkpoint has a wrong root" });
+  }
+
+  for await (const entry of store.logEntries()) {
+    const index = frontier.size;
+    const table = entry.kind === "execution" ? "executions" : "denials";
+    const at = { leafIndex: index, table, id: entry.entryId } as const;
+    if (entry.leafIndex !== index) {
+      return report({ leafIndex: index, table: "log_leaves", problem: `leaf ${index} is missing` });
+    }
+    const record = await store.findById(entry.entryId);
+    if (
+      record === undefined ||
+      record.status === "pending" ||
+      (record.status === "denied") !== (entry.kind === "denial")
+    ) {
+      return report({ ...at, problem: "the row this leaf names is missing" });
+    }
+    const { receipt } = record;
+    if (!equal(sha256(receipt.body), receipt.digest))
+      return report({ ...at, problem: "receipt digest does not match its bytes" });
+    if (!equal(leafHash(receipt.body), entry.leafHash)) {
+      return report({ ...at, problem: "the log leaf does not hash this receipt" });
+    }
+    if (
+      !isStrictSignatureShape(receipt.signature) ||
+      !verify(null, preAuthEncoding(receiptPayloadType, receipt.body), key.key, receipt.signature)
+    ) {
+      return report({ ...at, problem: "the receipt signature does not verify with the executor key" });
+    }
+    const facts = fromBinary(ReceiptSchema, receipt.body);
+    origin ??= facts.logOrigin;
+    const mismatch = [
+      [facts.logIndex === BigInt(index), "log index"],
+      [facts.logOrigin === origin, "log origin"],
+      [facts.receiptKeyId === key.keyId, "receipt key"],
+      [facts.executionId === record.executionId, "execution id"],
+      [facts.tenantId === record.tenantId, "tenant"],
+      [facts.action === record.action, "action"],
+      [facts.nonce === record.nonce, "nonce"],
+      [equal(facts.payloadDigest, record.payloadDigest), "payload digest"],
+      [equal(facts.approvalDigest, record.approvalDigest ?? new Uint8Array(0)), "approval digest"],
+      [
+        facts.logicalTime !== undefined && timestampMs(facts.logicalTime) === record.logicalTime.getTime(),
+        "logical time",
+      ],
+      [facts.status === statusOf(record.status), "status"],
+      [
+        facts.reason === ("reason" in record ? record.reason : record.status === "interrupted" ? "interrupted" : ""),
+        "reason",
+      ],
+      [
+        record.status !== "executed" ||
+          (equal(facts.resultDigest, record.resultDigest) &&
+            equal(canonicalJsonDigest(record.result), record.resultDigest)),
+        "result",
+      ],
+    ].find(([same]) => !same);
+    if (mismatch !== undefined) return report({ ...at, problem: `the row's ${mismatch[1]} differs from its receipt` });
+
+    frontier.append(entry.leafHash);
+    const checkpoint = checkpoints.get(frontier.size);
+    if (checkpoint !== undefined) {
+      const problem = checkCheckpoint(checkpoint, frontier.root(), origin, key);
+      if (problem !== undefined) return report({ treeSize: frontier.size, table: "checkpoints", problem });
+    }
+  }
+  const beyond = [...checkpoints.keys()].find((size) => size > frontier.size);
+  if (beyond !== undefined) {
+    return report({
+      treeSize: beyond,
+      table: "log_leaves",
+      problem: `a checkpoint covers ${beyond} leaves but the log holds ${frontier.size}`,
+    });
+  }
+  return report(undefined);
+}
+
+function checkCheckpoint(
+  checkpoint: StoredCheckpoint,
+  root: Buffer,
+  origin: string | undefined,
+  key: VerificationKey,
+): string | undefined {
+  if (!equal(checkpoint.rootHash, root)) return "the checkpoint's root differs from the recomputed tree";
+  if (origin === undefined) return undefined;
+  const signed = verifySignedCheckpoint(
+    checkpoint.note,
+    { name: origin, publicKey: key.key, publicKeyRaw: key.raw },
+    origin,
+  );
+  if (signed === undefined) return "the checkpoint's signature does not verify";
+  if (signed.size !== checkpoint.treeSize || !equal(signed.rootHash, root))
+    return "the signed checkpoint says otherwise";
+  return undefined;
+}
+
+function statusOf(status: "executed" | "failed" | "interrupted" | "denied"): ExecutionStatus {
+  switch (status) {
+    case "executed":
+      return ExecutionStatus.EXECUTED;
+    case "failed":
+      return ExecutionStatus.FAILED;
+    case "interrupted":
+      return ExecutionStatus.INTERRUPTED;
+    case "denied":
+      return ExecutionStatus.DENIED;
+  }
+}
+
+function equal(a: Uint8Array, b: Uint8Array): boolean {
+  return a.length === b.length && timingSafeEqual(a, b);
+}
