@@ -72,6 +72,54 @@ describe("README", () => {
   });
 });
 
+describe("README offline verification", () => {
+  it("verifies a receipt in three commands, the last without the server", async () => {
+    const dir = scratchDir();
+    try {
+      const server = await spawnServer(
+        { OPENEXEC_DB_URL: `sqlite:///${dir.path}/ledger.db` },
+        ["--port", "0"],
+        dir.path,
+      );
+      const port = new URL(server.url).port;
+      const executed = await fetch(`${server.url}/execute`, {
+        method: "POST",
+        headers: { "content-type": "application/json" },
+        body: JSON.stringify({ action: "echo", payload: { msg: "hello" }, nonce: "readme-1" }),
+      });
+      const { id } = (await executed.json()) as { id: string };
+      const cli = `node --import ${tsx} ${join(packageRoot, "src/cli/main.ts")}`;
+      const sh = (line: string) =>
+        exec(
+          "sh",
+          [
+            "-c",
+            line
+              .replaceAll("./bin/openexec.js", cli)
+              .replaceAll("<id>", id)
+              .replaceAll("localhost:5000", `localhost:${port}`),
+          ],
+          {
+            cwd: dir.path,
+            env: { PATH: process.env.PATH },
+          },
+        );
+      const [key, bundle, verify] = readmeBlock("verify-offline");
+      assert.ok(key !== undefined && bundle !== undefined && verify !== undefined);
+      await sh(key);
+      await sh(bundle);
+      server.child.kill("SIGTERM");
+      assert.equal(await server.exited, 0);
+      const verdict = JSON.parse((await sh(verify)).stdout);
+      assert.equal(verdict.valid, true);
+      assert.equal(verdict.execution_id, id);
+      assert.deepEqual(verdict.checked, { signature: true, result: true, checkpoint: true, inclusion: true });
+    } finally {
+      dir.cleanup();
+    }
+  });
+});
+
 function extractEnv(envOutput: string, name: string): string {
   const lines = envOutput.split("\n");
   const start = lines.findIndex((line) => line.startsWith(`${name}=`));

@@ -94,6 +94,7 @@ export function createRestRoutes(deps: RestDependencies): (path: string) => Map<
         writeJson(res, 200, bundleJson(bundle));
       }),
     ],
+    ["/receipts/key.pem", get(async (_req, res) => writeText(res, 200, facts.receiptKey.publicPem))],
     [
       "/receipts/key",
       get(async (_req, res) => writeJson(res, 200, json(GetReceiptKeyResponseSchema, receiptKeyOf(facts)))),
