@@ -11,7 +11,8 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { describe, it, type TestContext } from "node:test";
 import { fileURLToPath } from "node:url";
-import type { JsonValue } from "@bufbuild/protobuf";
+import { create, type JsonValue, toBinary } from "@bufbuild/protobuf";
+import { type CanonicalValue, CanonicalValueSchema } from "../gen/openexec/v1/canonical_json_pb.js";
 import { canonicalJsonDigest } from "../src/json/canonical-digest.js";
 import { canonicalJsonBytes } from "../src/json/canonical-json.js";
 import { decodeUtf8, JsonSyntaxError, type JsonSyntaxReason, parseStrictJson } from "../src/json/strict-json.js";
@@ -178,6 +179,48 @@ interface PythonOutput {
   readonly valid: Record<string, { hex?: string; sha256?: string; error?: string }>;
   readonly invalid: Record<string, string | null>;
 }
+
+describe("protobuf-es, from the generated CanonicalValue schema", () => {
+  /** The reference: build the message with protobuf-es and let it serialise. */
+  function viaProtobufEs(value: JsonValue): CanonicalValue {
+    if (value === null) return create(CanonicalValueSchema, { kind: { case: "nullValue", value: {} } });
+    switch (typeof value) {
+      case "number":
+        return create(CanonicalValueSchema, { kind: { case: "numberValue", value: value + 0 } });
+      case "string":
+        return create(CanonicalValueSchema, { kind: { case: "stringValue", value } });
+      case "boolean":
+        return create(CanonicalValueSchema, { kind: { case: "boolValue", value } });
+      default:
+        if (Array.isArray(value)) {
+          return create(CanonicalValueSchema, {
+            kind: { case: "arrayValue", value: { values: value.map(viaProtobufEs) } },
+          });
+        }
+        return create(CanonicalValueSchema, {
+          kind: {
+            case: "objectValue",
+            value: {
+              members: Object.keys(value)
+                .sort((a, b) => Buffer.compare(Buffer.from(a), Buffer.from(b)))
+                .map((key) => ({ key, value: viaProtobufEs(value[key] as JsonValue) })),
+            },
+          },
+        });
+    }
+  }
+
+  it("serialises every valid vector to the bytes the direct encoder writes", () => {
+    for (const vector of vectors.valid) {
+      const value = parse(vector);
+      assert.equal(
+        Buffer.from(toBinary(CanonicalValueSchema, viaProtobufEs(value))).toString("hex"),
+        Buffer.from(canonicalJsonBytes(value)).toString("hex"),
+        vector.name,
+      );
+    }
+  });
+});
 
 describe("Python's protobuf runtime", () => {
   it("encodes every valid vector to the same bytes, from the same .proto", (t: TestContext) => {

@@ -1,11 +1,17 @@
+import type { JsonValue } from "@bufbuild/protobuf";
 import type { ActionEffect, AnyAction, ExecutionContext } from "../actions/action.js";
 import type { FailureReason } from "../errors/reason.js";
 import { canonicalJsonDigest } from "../json/canonical-digest.js";
 import { CanonicalJsonError } from "../json/canonical-json.js";
 import { exceedsJsonDepth } from "../json/strict-json.js";
 
+/** An effect whose plain result has been checked, with that result's digest (computed once). */
+export type CheckedEffect =
+  | { readonly kind: "result"; readonly result: JsonValue; readonly resultDigest: Buffer }
+  | Extract<ActionEffect, { kind: "counter_add" }>;
+
 export type HandlerOutcome =
-  | { readonly ok: true; readonly effect: ActionEffect }
+  | { readonly ok: true; readonly effect: CheckedEffect }
   | { readonly ok: false; readonly reason: FailureReason; readonly error: unknown };
 
 class HandlerTimeout extends Error {
@@ -37,8 +43,15 @@ export async function runHandler(
       Promise.resolve().then(() => action.run(input, { ...context, signal: controller.signal })),
       deadline,
     ]);
-    if (effect.kind === "result") checkResult(effect.result, limits.maxResultDepth);
-    return { ok: true, effect };
+    if (effect.kind === "counter_add") return { ok: true, effect };
+    return {
+      ok: true,
+      effect: {
+        kind: "result",
+        result: effect.result,
+        resultDigest: checkedDigest(effect.result, limits.maxResultDepth),
+      },
+    };
   } catch (error) {
     if (error instanceof HandlerTimeout) return { ok: false, reason: "handler_timeout", error };
     if (error instanceof CanonicalJsonError) return { ok: false, reason: "result_invalid", error };
@@ -48,11 +61,10 @@ export async function runHandler(
   }
 }
 
-/** A result must be a JSON value with a canonical form, no deeper than payloads may be. */
-function checkResult(result: unknown, maxDepth: number): void {
+/** A result must be a JSON value with a canonical form, within the depth limit; returns its digest. */
+function checkedDigest(result: JsonValue, maxDepth: number): Buffer {
   if (result === undefined) throw new CanonicalJsonError("the handler returned no result");
   // Depth first: canonical encoding recurses, and must only see bounded values.
-  if (exceedsJsonDepth(result as never, maxDepth))
-    throw new CanonicalJsonError(`result nested deeper than ${maxDepth}`);
-  canonicalJsonDigest(result as never);
+  if (exceedsJsonDepth(result, maxDepth)) throw new CanonicalJsonError(`result nested deeper than ${maxDepth}`);
+  return canonicalJsonDigest(result);
 }

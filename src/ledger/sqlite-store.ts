@@ -243,16 +243,13 @@ export class SqliteLedgerStore implements LedgerStore {
   ): { status: "executed"; result: JsonValue; resultDigest: Buffer } | { status: "failed"; reason: FailureReason } {
     if (completion.kind === "failed") return { status: "failed", reason: completion.reason };
     const { effect } = completion;
-    let result: JsonValue;
-    if (effect.kind === "counter_add") {
-      const current = this.#statements.counter.get(row.tenant_id, effect.key)?.value ?? 0;
-      const total = current + effect.delta;
-      if (!Number.isSafeInteger(total)) return { status: "failed", reason: "counter_overflow" };
-      this.#statements.setCounter.run(row.tenant_id, effect.key, total);
-      result = effect.result(total);
-    } else {
-      result = effect.result;
-    }
+    if (effect.kind === "result")
+      return { status: "executed", result: effect.result, resultDigest: effect.resultDigest };
+    const current = this.#statements.counter.get(row.tenant_id, effect.key)?.value ?? 0;
+    const total = current + effect.delta;
+    if (!Number.isSafeInteger(total)) return { status: "failed", reason: "counter_overflow" };
+    this.#statements.setCounter.run(row.tenant_id, effect.key, total);
+    const result = effect.result(total);
     return { status: "executed", result, resultDigest: canonicalJsonDigest(result) };
   }
 

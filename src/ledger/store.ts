@@ -1,6 +1,6 @@
 import type { JsonValue } from "@bufbuild/protobuf";
-import type { ActionEffect } from "../actions/action.js";
 import type { FailureReason, RejectionReason } from "../errors/reason.js";
+import type { CheckedEffect } from "../execution/run-handler.js";
 import type { EncodedReceipt } from "../receipts/receipt.js";
 
 /**
@@ -77,7 +77,7 @@ export type ReserveOutcome =
 
 /** How a reserved execution ended. */
 export type Completion =
-  | { readonly kind: "executed"; readonly effect: ActionEffect }
+  | { readonly kind: "executed"; readonly effect: CheckedEffect }
   | { readonly kind: "failed"; readonly reason: FailureReason };
 
 interface ExecutionBase {

@@ -1,6 +1,8 @@
 import type Database from "better-sqlite3";
 import { StoreUnavailableError } from "./store.js";
 
+type Outcome = { readonly ok: true; readonly value: unknown } | { readonly ok: false; readonly error: unknown };
+
 interface QueuedWrite {
   readonly write: () => unknown;
   readonly resolve: (value: unknown) => void;
@@ -18,8 +20,22 @@ export class WriteBatcher {
   #scheduled = false;
   #idle: Promise<void> = Promise.resolve();
   #markIdle: (() => void) | undefined;
+  /** Built once: the batch transaction, and the savepoint each write runs in. */
+  readonly #inTransaction: (batch: QueuedWrite[]) => Outcome[];
 
-  constructor(private readonly db: Database.Database) {}
+  constructor(db: Database.Database) {
+    const inSavepoint = db.transaction((write: () => unknown) => write());
+    this.#inTransaction = db.transaction((batch: QueuedWrite[]) =>
+      batch.map((item): Outcome => {
+        try {
+          // A nested better-sqlite3 transaction is a savepoint.
+          return { ok: true, value: inSavepoint(item.write) };
+        } catch (error) {
+          return { ok: false, error };
+        }
+      }),
+    ).immediate;
+  }
 
   run<T>(write: () => T): Promise<T> {
     return new Promise<T>((resolve, reject) => {
@@ -43,20 +59,9 @@ export class WriteBatcher {
     const batch = this.#queue;
     this.#queue = [];
     this.#scheduled = false;
-    const outcomes: Array<{ ok: true; value: unknown } | { ok: false; error: unknown }> = [];
+    let outcomes: Outcome[];
     try {
-      this.db
-        .transaction(() => {
-          for (const item of batch) {
-            try {
-              // A nested better-sqlite3 transaction is a savepoint.
-              outcomes.push({ ok: true, value: this.db.transaction(item.write)() });
-            } catch (error) {
-              outcomes.push({ ok: false, error });
-            }
-          }
-        })
-        .immediate();
+      outcomes = this.#inTransaction(batch);
     } catch (error) {
       // The commit itself failed: nothing in the batch is durable.
       const failure = new StoreUnavailableError(`ledger write failed: ${(error as Error).message}`, {

@@ -28,6 +28,9 @@ export class PolyglotHttpServer {
       listener(req as NodeRequest, res as NodeResponse);
     });
     this.#server.on("connection", (socket: Socket) => {
+      // httpolyglot accepts sockets itself, so Node's http servers never set
+      // TCP_NODELAY on them; without it small h2c frames wait ~40 ms for ACKs.
+      socket.setNoDelay(true);
       this.#sockets.add(socket);
       socket.once("close", () => this.#sockets.delete(socket));
     });
