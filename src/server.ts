@@ -18,6 +18,7 @@ import { TransparencyLog } from "./receipts/transparency-log.js";
 import { createConnectListener } from "./transport/connect-adapter.js";
 import { writeRejection } from "./transport/http-errors.js";
 import { PolyglotHttpServer } from "./transport/http-server.js";
+import type { NodeRequest } from "./transport/request-body.js";
 import { createRestRoutes, serveRest } from "./transport/rest-routes.js";
 
 /** A server that is listening. */
@@ -36,6 +37,7 @@ export async function startServer(
   actions: ActionRegistry = createBuiltinRegistry(),
 ): Promise<RunningServer> {
   if (!actions.sealed) throw new Error("the action registry must be sealed before the server starts");
+  for (const warning of config.warnings) logger.warn(warning);
   const receiptKey = loadReceiptKey(config.receiptKeyPem, receiptKeyPath(config));
   const logOrigin = config.logOrigin ?? `openexec/${receiptKey.public.keyId}`;
   const store = openStore(config, {
@@ -110,6 +112,13 @@ export async function startServer(
   });
 
   const http = new PolyglotHttpServer((req, res) => {
+    if (!hostAllowed(req, config.allowedHosts)) {
+      writeRejection(
+        res,
+        new Rejection("host_not_allowed", "this server does not answer to that Host; see OPENEXEC_ALLOWED_HOSTS"),
+      );
+      return;
+    }
     const path = (req.url ?? "/").split("?")[0] ?? "/";
     const methods = restRoute(path);
     if (methods === undefined) {
@@ -158,6 +167,20 @@ export async function startServer(
     return stopping;
   };
   return { address, url: `http://${host}:${address.port}`, shutdown };
+}
+
+/**
+ * Refuses requests whose Host (or :authority) names another server: a web page
+ * that rebinds its DNS name to 127.0.0.1 still sends its own name, so a
+ * loopback executor never answers it. A request without Host (HTTP/1.0) has
+ * no browser behind it and passes.
+ */
+function hostAllowed(req: NodeRequest, allowed: ReadonlySet<string> | "any"): boolean {
+  if (allowed === "any") return true;
+  const authority = req.headers.host ?? (req.headers[":authority"] as string | undefined);
+  if (authority === undefined) return true;
+  const name = authority.toLowerCase().replace(/:\d+$/, "");
+  return allowed.has(name);
 }
 
 /** Where the generated receipt key lives: beside the ledger file. */

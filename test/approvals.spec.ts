@@ -133,6 +133,32 @@ describe("clawshield mode", () => {
       }),
       "approval_malformed",
     );
+    // Unknown fields inside the signature entry, and an approval encoded non-canonically
+    // (its action field written twice: decoders keep the last one).
+    const nested = fromBinary(SignedEnvelopeSchema, artifact);
+    const entry = nested.signatures[0];
+    assert.ok(entry !== undefined);
+    entry.$unknown = [{ no: 9, wireType: 0, data: Uint8Array.of(1) }];
+    await assertDenied(
+      await execute({
+        action: "echo",
+        payload: { msg: "hello" },
+        nonce: "mf-4",
+        approval_artifact: Buffer.from(toBinary(SignedEnvelopeSchema, nested)).toString("base64"),
+      }),
+      "approval_malformed",
+    );
+    const doubled = fromBinary(SignedEnvelopeSchema, artifact);
+    doubled.payload = new Uint8Array([...doubled.payload, 0x1a, 0x04, ...Buffer.from("echo")]);
+    await assertDenied(
+      await execute({
+        action: "echo",
+        payload: { msg: "hello" },
+        nonce: "mf-4",
+        approval_artifact: Buffer.from(toBinary(SignedEnvelopeSchema, doubled)).toString("base64"),
+      }),
+      "approval_malformed",
+    );
     const withUnknownField = new Uint8Array([...artifact, 0xf8, 0x01, 0x01]); // field 31, varint 1
     await assertDenied(
       await execute({

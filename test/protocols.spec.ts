@@ -1,5 +1,6 @@
 import assert from "node:assert/strict";
 import { execFile } from "node:child_process";
+import http from "node:http";
 import http2 from "node:http2";
 import { connect } from "node:net";
 import { after, before, describe, it } from "node:test";
@@ -233,6 +234,22 @@ describe("one port, every protocol", () => {
       stream.end(Buffer.from(framed));
     });
     assert.equal(grpc["grpc-status"], "3");
+  });
+
+  it("a Host naming another server is refused (DNS rebinding), loopback names pass", async () => {
+    const { port } = new URL(server.url);
+    const ask = (host: string) =>
+      new Promise<number>((resolve, reject) => {
+        const req = http.request({ host: "127.0.0.1", port, path: "/health", headers: { host } }, (res) => {
+          res.resume();
+          resolve(res.statusCode ?? 0);
+        });
+        req.on("error", reject);
+        req.end();
+      });
+    assert.equal(await ask(`evil.example:${port}`), 403);
+    assert.equal(await ask(`localhost:${port}`), 200);
+    assert.equal(await ask(`[::1]:${port}`), 200);
   });
 
   it("an HTTP/1.0 request without Host gets a 400, and the server stays up", async () => {

@@ -9,7 +9,7 @@ import { Rejection } from "../errors/reason.js";
 import type { LedgerStore } from "../ledger/store.js";
 import { logIndexOf, receiptBundle } from "../receipts/receipt-bundle.js";
 import type { InclusionProofAnswer, TransparencyLog } from "../receipts/transparency-log.js";
-import { jsonToValue, signedReceiptOf } from "./execute-response.js";
+import { signedReceiptOf } from "./execute-response.js";
 
 /** openexec.v1.TransparencyLogService: checkpoints, proofs and offline-verification bundles. */
 export function createTransparencyLogService(deps: {
@@ -48,7 +48,6 @@ export function createTransparencyLogService(deps: {
       const bundle = await receiptBundle(store, log, request.execId);
       return {
         signedReceipt: signedReceiptOf(bundle.receipt),
-        result: jsonToValue(bundle.result),
         checkpoint: bundle.inclusion.checkpoint.note,
         inclusionProof: toProof(bundle.inclusion),
       };

@@ -1,4 +1,4 @@
-import { type DescMessage, fromBinary, type MessageShape } from "@bufbuild/protobuf";
+import { type DescMessage, fromBinary, type MessageShape, toBinary } from "@bufbuild/protobuf";
 import { type Approval, ApprovalSchema } from "../../gen/openexec/v1/approval_pb.js";
 import { type SignedEnvelope, SignedEnvelopeSchema } from "../../gen/openexec/v1/envelope_pb.js";
 
@@ -25,8 +25,20 @@ export function decodeArtifact(bytes: Uint8Array): DecodedArtifact | string {
   if (envelope === undefined) return "the artifact is not a SignedEnvelope";
   if (envelope.payloadType !== approvalPayloadType) return `payload_type must be "${approvalPayloadType}"`;
   if (envelope.signatures.length !== 1) return "the envelope must carry exactly one signature";
+  if (envelope.signatures.some((signature) => hasUnknownFields(signature))) {
+    return "the signature entry carries fields this version does not know";
+  }
   const approval = decodeKnownFields(ApprovalSchema, envelope.payload);
   if (approval === undefined) return "the envelope payload is not an Approval";
+  if (hasUnknownFields(approval.issuedAt) || hasUnknownFields(approval.notAfter)) {
+    return "a timestamp carries fields this version does not know";
+  }
+  // One approval, one encoding: bytes that decode to the same approval but are
+  // not its canonical encoding (repeated fields, reordered or padded varints)
+  // could be read differently by another verifier.
+  if (!equalBytes(toBinary(ApprovalSchema, approval), envelope.payload)) {
+    return "the approval is not canonically encoded (fields in number order, each once)";
+  }
   if (!approvalIdPattern.test(approval.approvalId))
     return "approval_id must be 1-128 characters of A-Z a-z 0-9 . _ : -";
   if (approval.payloadDigest.length !== 32) return "payload_digest must be 32 bytes";
@@ -41,9 +53,17 @@ function decodeKnownFields<Desc extends DescMessage>(schema: Desc, bytes: Uint8A
   try {
     const message = fromBinary(schema, bytes, { readUnknownFields: true });
     // Unknown fields would be signed but never checked: refuse them.
-    const unknown = (message as { $unknown?: unknown[] }).$unknown;
-    return unknown !== undefined && unknown.length > 0 ? undefined : message;
+    return hasUnknownFields(message) ? undefined : message;
   } catch {
     return undefined;
   }
+}
+
+function hasUnknownFields(message: object | undefined): boolean {
+  const unknown = (message as { $unknown?: unknown[] } | undefined)?.$unknown;
+  return unknown !== undefined && unknown.length > 0;
+}
+
+function equalBytes(a: Uint8Array, b: Uint8Array): boolean {
+  return a.length === b.length && a.every((byte, i) => byte === b[i]);
 }

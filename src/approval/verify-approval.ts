@@ -85,7 +85,9 @@ export async function verifyApproval(
 
   return {
     approvalId: approval.approvalId,
-    digest: createHash("sha256").update(subject.artifact).digest(),
+    // The signed approval bytes, not the envelope around them: re-encoding the
+    // envelope leaves the signature valid, and must not change the digest.
+    digest: createHash("sha256").update(envelope.payload).digest(),
   };
 }
 

@@ -4,6 +4,7 @@ import { parseArgs } from "node:util";
 import { signApproval } from "../client/sign-approval.js";
 import { parseStrictJson } from "../json/strict-json.js";
 import { parsePublicKeyPem, privateKeySeedFromPem } from "../signing/ed25519-keys.js";
+import { UsageError } from "./ledger-access.js";
 
 export const approveHelp = `Usage: openexec approve --key FILE --tenant ID --action NAME --payload JSON --nonce NONCE
                         [--lifetime SECONDS] [--key-id ID] [--audience EXECUTOR] [--approval-id ID]
@@ -60,7 +61,12 @@ export async function approveCommand(args: string[]): Promise<number> {
     process.stderr.write("openexec approve: --lifetime must be a positive whole number of seconds\n");
     return 2;
   }
-  const parsed = parseStrictJson(payload, { maxDepth: 32 });
+  let parsed: ReturnType<typeof parseStrictJson>;
+  try {
+    parsed = parseStrictJson(payload, { maxDepth: 32 });
+  } catch (error) {
+    throw new UsageError(`--payload is not JSON: ${(error as Error).message}`);
+  }
   if (parsed === null || typeof parsed !== "object" || Array.isArray(parsed)) {
     process.stderr.write("openexec approve: --payload must be a JSON object\n");
     return 2;

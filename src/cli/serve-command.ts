@@ -30,6 +30,11 @@ Environment (all optional; see docs/CONFIGURATION.md):
   OPENEXEC_HANDLER_TIMEOUT_MS  handler time limit (default 5000)
   OPENEXEC_SHUTDOWN_TIMEOUT_MS how long SIGTERM waits for in-flight executions (default 10000)
   OPENEXEC_LOG_LEVEL           fatal|error|warn|info|debug|trace|silent (default info)
+  OPENEXEC_ALLOWED_HOSTS       Host names accepted, comma-separated, or * (default: loopback names
+                               when bound to loopback, any otherwise)
+  OPENEXEC_RECEIPT_KEY         PEM Ed25519 private key that signs receipts (default: generated
+                               beside the ledger as <db>.receipt-key.pem)
+  OPENEXEC_LOG_ORIGIN          the transparency log's name (default openexec/<receipt key id>)
 `;
 
 /** `openexec serve`: runs until SIGTERM or SIGINT, then drains and exits 0. */
@@ -55,6 +60,7 @@ export async function serveCommand(args: string[]): Promise<number> {
     throw error;
   }
   const logger = createLogger(config.logLevel);
+  for (const warning of config.warnings) process.stderr.write(`openexec: warning: ${warning}\n`);
   const server = await startServer(config, logger, actions);
   process.stderr.write(`openexec ${config.mode} mode listening on ${server.url}\n`);
   await new Promise<void>((resolve) => {

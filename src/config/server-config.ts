@@ -25,6 +25,13 @@ export interface ServerConfig {
   readonly logOrigin: string | undefined;
   /** OPENEXEC_RECEIPT_KEY: the receipt signing key (PEM); undefined: kept beside the ledger. */
   readonly receiptKeyPem: string | undefined;
+  /**
+   * Host names (without port) requests may address; "any" accepts every Host.
+   * Default: loopback names when bound to loopback, otherwise any.
+   */
+  readonly allowedHosts: ReadonlySet<string> | "any";
+  /** Things the operator should know that do not stop the server. */
+  readonly warnings: readonly string[];
   /** Clawshield mode: what approvals are verified against; undefined in demo mode. */
   readonly approval: ApprovalPolicy | undefined;
 }
@@ -159,6 +166,31 @@ export function loadServerConfig(
 
   const shutdownTimeoutMs = integer("OPENEXEC_SHUTDOWN_TIMEOUT_MS", 10_000, 0, 600_000);
 
+  const warnings: string[] = [];
+  if (
+    mode === "demo" &&
+    ["CLAWSHIELD_PUBLIC_KEY", "OPENEXEC_APPROVAL_KEYS", "OPENEXEC_APPROVAL_KEYS_FILE"].some(
+      (n) => read(n) !== undefined,
+    )
+  ) {
+    warnings.push(
+      "approval keys are configured but OPENEXEC_MODE is not clawshield: approvals are NOT verified (set OPENEXEC_MODE=clawshield)",
+    );
+  }
+  const hostsRaw = read("OPENEXEC_ALLOWED_HOSTS");
+  const allowedHosts: ReadonlySet<string> | "any" =
+    hostsRaw === "*"
+      ? "any"
+      : hostsRaw !== undefined
+        ? new Set(
+            hostsRaw
+              .split(",")
+              .map((h) => h.trim().toLowerCase())
+              .filter((h) => h !== ""),
+          )
+        : isLoopback(host)
+          ? loopbackHostNames
+          : "any";
   const receiptKeyPem = read("OPENEXEC_RECEIPT_KEY");
   const logOrigin = read("OPENEXEC_LOG_ORIGIN");
   if (logOrigin !== undefined && !/^[A-Za-z0-9._:/-]{1,128}$/.test(logOrigin)) {
@@ -177,6 +209,15 @@ export function loadServerConfig(
     shutdownTimeoutMs,
     receiptKeyPem,
     logOrigin,
+    allowedHosts,
+    warnings,
     approval,
   };
+}
+
+/** What a browser on this machine may call a loopback server. */
+const loopbackHostNames: ReadonlySet<string> = new Set(["localhost", "127.0.0.1", "::1", "[::1]"]);
+
+function isLoopback(host: string): boolean {
+  return host === "localhost" || host === "::1" || /^127\.\d{1,3}\.\d{1,3}\.\d{1,3}$/.test(host);
 }

@@ -19,6 +19,8 @@ export const rejectionCodes = {
   log_range_invalid: Code.InvalidArgument,
   execution_not_found: Code.NotFound,
   checkpoint_not_found: Code.NotFound,
+  // The Host header names no name this server answers to (403; DNS rebinding).
+  host_not_allowed: Code.PermissionDenied,
   // Routing and media type over HTTP (404, 405, 415).
   route_not_found: Code.NotFound,
   method_not_allowed: Code.Unimplemented,

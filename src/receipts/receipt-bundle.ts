@@ -1,15 +1,17 @@
-import { fromBinary, type JsonValue } from "@bufbuild/protobuf";
+import { fromBinary } from "@bufbuild/protobuf";
 import { ReceiptSchema } from "../../gen/openexec/v1/receipt_pb.js";
 import { Rejection } from "../errors/reason.js";
 import type { LedgerStore } from "../ledger/store.js";
 import type { EncodedReceipt } from "./receipt.js";
 import type { InclusionProofAnswer, TransparencyLog } from "./transparency-log.js";
 
-/** Everything a third party needs to check one receipt without the server. */
+/**
+ * What a third party needs to check one receipt without the server. The result
+ * stays out: the holder of an execution id may not be entitled to its result,
+ * and whoever checks a result already has it.
+ */
 export interface ReceiptBundle {
   readonly receipt: EncodedReceipt;
-  /** The execution's result; null when it has none (failed, interrupted, denied). */
-  readonly result: JsonValue;
   readonly inclusion: InclusionProofAnswer;
 }
 
@@ -26,7 +28,6 @@ export async function receiptBundle(
   const logIndex = logIndexOf(record.receipt);
   return {
     receipt: record.receipt,
-    result: record.status === "executed" ? record.result : null,
     inclusion: await log.inclusionProof(logIndex, 0),
   };
 }

@@ -143,7 +143,10 @@ export async function serveRest(
       writeRejection(res, error);
       return;
     }
-    logger.error({ err: error instanceof Error ? error.name : typeof error, path: req.url }, "unexpected error");
+    logger.error(
+      { err: error instanceof Error ? error.name : typeof error, path: (req.url ?? "").split("?")[0] },
+      "unexpected error",
+    );
     writeJson(res, 500, { code: "internal", reason: "internal", message: "internal error" });
   }
 }
@@ -259,7 +262,6 @@ export function bundleJson(bundle: ReceiptBundle): JsonObject {
     signed_receipt: toJson(SignedEnvelopeSchema, signedReceiptOf(bundle.receipt), {
       useProtoFieldName: true,
     }) as JsonObject,
-    result: bundle.result,
     checkpoint: bundle.inclusion.checkpoint.note,
     inclusion_proof: inclusionJson(bundle.inclusion),
   };

@@ -4,8 +4,6 @@
 
 import type { GenFile, GenMessage, GenService } from "@bufbuild/protobuf/codegenv2";
 import { fileDesc, messageDesc, serviceDesc } from "@bufbuild/protobuf/codegenv2";
-import type { Value } from "@bufbuild/protobuf/wkt";
-import { file_google_protobuf_struct } from "@bufbuild/protobuf/wkt";
 import type { SignedEnvelope } from "./envelope_pb.js";
 import { file_openexec_v1_envelope } from "./envelope_pb.js";
 import type { Message } from "@bufbuild/protobuf";
@@ -14,7 +12,7 @@ import type { Message } from "@bufbuild/protobuf";
  * Describes the file openexec/v1/transparency_log.proto.
  */
 export const file_openexec_v1_transparency_log: GenFile = /*@__PURE__*/
-  fileDesc("CiJvcGVuZXhlYy92MS90cmFuc3BhcmVuY3lfbG9nLnByb3RvEgtvcGVuZXhlYy52MSIWChRHZXRDaGVja3BvaW50UmVxdWVzdCJhChVHZXRDaGVja3BvaW50UmVzcG9uc2USEgoKY2hlY2twb2ludBgBIAEoCRIOCgZvcmlnaW4YAiABKAkSEQoJdHJlZV9zaXplGAMgASgEEhEKCXJvb3RfaGFzaBgEIAEoDCI+ChhHZXRJbmNsdXNpb25Qcm9vZlJlcXVlc3QSDwoHZXhlY19pZBgBIAEoCRIRCgl0cmVlX3NpemUYAiABKAQiRgoOSW5jbHVzaW9uUHJvb2YSEQoJbG9nX2luZGV4GAEgASgEEhEKCXRyZWVfc2l6ZRgCIAEoBBIOCgZoYXNoZXMYAyADKAwiWwoZR2V0SW5jbHVzaW9uUHJvb2ZSZXNwb25zZRIqCgVwcm9vZhgBIAEoCzIbLm9wZW5leGVjLnYxLkluY2x1c2lvblByb29mEhIKCmNoZWNrcG9pbnQYAiABKAkiQAoaR2V0Q29uc2lzdGVuY3lQcm9vZlJlcXVlc3QSEAoIb2xkX3NpemUYASABKAQSEAoIbmV3X3NpemUYAiABKAQiUQobR2V0Q29uc2lzdGVuY3lQcm9vZlJlc3BvbnNlEhAKCG9sZF9zaXplGAEgASgEEhAKCG5ld19zaXplGAIgASgEEg4KBmhhc2hlcxgDIAMoDCIqChdHZXRSZWNlaXB0QnVuZGxlUmVxdWVzdBIPCgdleGVjX2lkGAEgASgJIsEBChhHZXRSZWNlaXB0QnVuZGxlUmVzcG9uc2USMwoOc2lnbmVkX3JlY2VpcHQYASABKAsyGy5vcGVuZXhlYy52MS5TaWduZWRFbnZlbG9wZRImCgZyZXN1bHQYAiABKAsyFi5nb29nbGUucHJvdG9idWYuVmFsdWUSEgoKY2hlY2twb2ludBgDIAEoCRI0Cg9pbmNsdXNpb25fcHJvb2YYBCABKAsyGy5vcGVuZXhlYy52MS5JbmNsdXNpb25Qcm9vZjKzAwoWVHJhbnNwYXJlbmN5TG9nU2VydmljZRJbCg1HZXRDaGVja3BvaW50EiEub3BlbmV4ZWMudjEuR2V0Q2hlY2twb2ludFJlcXVlc3QaIi5vcGVuZXhlYy52MS5HZXRDaGVja3BvaW50UmVzcG9uc2UiA5ACARJnChFHZXRJbmNsdXNpb25Qcm9vZhIlLm9wZW5leGVjLnYxLkdldEluY2x1c2lvblByb29mUmVxdWVzdBomLm9wZW5leGVjLnYxLkdldEluY2x1c2lvblByb29mUmVzcG9uc2UiA5ACARJtChNHZXRDb25zaXN0ZW5jeVByb29mEicub3BlbmV4ZWMudjEuR2V0Q29uc2lzdGVuY3lQcm9vZlJlcXVlc3QaKC5vcGVuZXhlYy52MS5HZXRDb25zaXN0ZW5jeVByb29mUmVzcG9uc2UiA5ACARJkChBHZXRSZWNlaXB0QnVuZGxlEiQub3BlbmV4ZWMudjEuR2V0UmVjZWlwdEJ1bmRsZVJlcXVlc3QaJS5vcGVuZXhlYy52MS5HZXRSZWNlaXB0QnVuZGxlUmVzcG9uc2UiA5ACAWIGcHJvdG8z", [file_google_protobuf_struct, file_openexec_v1_envelope]);
+  fileDesc("CiJvcGVuZXhlYy92MS90cmFuc3BhcmVuY3lfbG9nLnByb3RvEgtvcGVuZXhlYy52MSIWChRHZXRDaGVja3BvaW50UmVxdWVzdCJhChVHZXRDaGVja3BvaW50UmVzcG9uc2USEgoKY2hlY2twb2ludBgBIAEoCRIOCgZvcmlnaW4YAiABKAkSEQoJdHJlZV9zaXplGAMgASgEEhEKCXJvb3RfaGFzaBgEIAEoDCI+ChhHZXRJbmNsdXNpb25Qcm9vZlJlcXVlc3QSDwoHZXhlY19pZBgBIAEoCRIRCgl0cmVlX3NpemUYAiABKAQiRgoOSW5jbHVzaW9uUHJvb2YSEQoJbG9nX2luZGV4GAEgASgEEhEKCXRyZWVfc2l6ZRgCIAEoBBIOCgZoYXNoZXMYAyADKAwiWwoZR2V0SW5jbHVzaW9uUHJvb2ZSZXNwb25zZRIqCgVwcm9vZhgBIAEoCzIbLm9wZW5leGVjLnYxLkluY2x1c2lvblByb29mEhIKCmNoZWNrcG9pbnQYAiABKAkiQAoaR2V0Q29uc2lzdGVuY3lQcm9vZlJlcXVlc3QSEAoIb2xkX3NpemUYASABKAQSEAoIbmV3X3NpemUYAiABKAQiUQobR2V0Q29uc2lzdGVuY3lQcm9vZlJlc3BvbnNlEhAKCG9sZF9zaXplGAEgASgEEhAKCG5ld19zaXplGAIgASgEEg4KBmhhc2hlcxgDIAMoDCIqChdHZXRSZWNlaXB0QnVuZGxlUmVxdWVzdBIPCgdleGVjX2lkGAEgASgJIqcBChhHZXRSZWNlaXB0QnVuZGxlUmVzcG9uc2USMwoOc2lnbmVkX3JlY2VpcHQYASABKAsyGy5vcGVuZXhlYy52MS5TaWduZWRFbnZlbG9wZRISCgpjaGVja3BvaW50GAMgASgJEjQKD2luY2x1c2lvbl9wcm9vZhgEIAEoCzIbLm9wZW5leGVjLnYxLkluY2x1c2lvblByb29mSgQIAhADUgZyZXN1bHQyswMKFlRyYW5zcGFyZW5jeUxvZ1NlcnZpY2USWwoNR2V0Q2hlY2twb2ludBIhLm9wZW5leGVjLnYxLkdldENoZWNrcG9pbnRSZXF1ZXN0GiIub3BlbmV4ZWMudjEuR2V0Q2hlY2twb2ludFJlc3BvbnNlIgOQAgESZwoRR2V0SW5jbHVzaW9uUHJvb2YSJS5vcGVuZXhlYy52MS5HZXRJbmNsdXNpb25Qcm9vZlJlcXVlc3QaJi5vcGVuZXhlYy52MS5HZXRJbmNsdXNpb25Qcm9vZlJlc3BvbnNlIgOQAgESbQoTR2V0Q29uc2lzdGVuY3lQcm9vZhInLm9wZW5leGVjLnYxLkdldENvbnNpc3RlbmN5UHJvb2ZSZXF1ZXN0Gigub3BlbmV4ZWMudjEuR2V0Q29uc2lzdGVuY3lQcm9vZlJlc3BvbnNlIgOQAgESZAoQR2V0UmVjZWlwdEJ1bmRsZRIkLm9wZW5leGVjLnYxLkdldFJlY2VpcHRCdW5kbGVSZXF1ZXN0GiUub3BlbmV4ZWMudjEuR2V0UmVjZWlwdEJ1bmRsZVJlc3BvbnNlIgOQAgFiBnByb3RvMw", [file_openexec_v1_envelope]);
 
 /**
  * @generated from message openexec.v1.GetCheckpointRequest
@@ -220,13 +218,6 @@ export type GetReceiptBundleResponse = Message<"openexec.v1.GetReceiptBundleResp
   signedReceipt?: SignedEnvelope | undefined;
 
   /**
-   * The execution's result; JSON null when there is none.
-   *
-   * @generated from field: google.protobuf.Value result = 2;
-   */
-  result?: Value | undefined;
-
-  /**
    * @generated from field: string checkpoint = 3;
    */
   checkpoint: string;
@@ -283,8 +274,9 @@ export const TransparencyLogService: GenService<{
     output: typeof GetConsistencyProofResponseSchema;
   },
   /**
-   * Everything needed to verify one receipt offline: the signed receipt, the
-   * result, a signed checkpoint and the inclusion proof against it.
+   * What is needed to verify one receipt offline: the signed receipt, a signed
+   * checkpoint and the inclusion proof against it. The result is not included:
+   * whoever holds the id need not be whoever may read the result.
    *
    * @generated from rpc openexec.v1.TransparencyLogService.GetReceiptBundle
    */
