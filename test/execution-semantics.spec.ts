@@ -12,6 +12,7 @@ import { scratchDir, startTestServer, type TestServer } from "./support/test-ser
 let slowRuns = 0;
 const slowAction: Action<{ ms: number }> = {
   name: "test.slow",
+  effects: "external",
   summary: "waits",
   parseInput: (p) => ({ ms: typeof p.ms === "number" ? p.ms : 200 }),
   run: async ({ ms }, context) => {
@@ -23,6 +24,7 @@ const slowAction: Action<{ ms: number }> = {
 let throwRuns = 0;
 const throwingAction: Action<unknown> = {
   name: "test.throw",
+  effects: "external",
   summary: "throws",
   parseInput: (p) => p,
   run: () => {
@@ -32,12 +34,14 @@ const throwingAction: Action<unknown> = {
 };
 const hangingAction: Action<unknown> = {
   name: "test.hang",
+  effects: "external",
   summary: "never returns",
   parseInput: (p) => p,
   run: () => new Promise(() => {}),
 };
 const badResultAction: Action<{ kind: unknown }> = {
   name: "test.bad_result",
+  effects: "external",
   summary: "returns a value JSON cannot carry",
   parseInput: (p) => ({ kind: p.kind }),
   run: ({ kind }) => {

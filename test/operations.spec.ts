@@ -103,6 +103,7 @@ describe("the action registry", () => {
     const registry = new ActionRegistry().register(echoAction).seal();
     const late: Action<unknown> = {
       name: "late",
+      effects: "ledger",
       summary: "",
       parseInput: (p) => p,
       run: () => ({ kind: "result", result: 1 }),
@@ -177,6 +178,7 @@ describe("graceful shutdown", () => {
     });
     const waiting: Action<unknown> = {
       name: "test.wait",
+      effects: "external",
       summary: "waits for the test",
       parseInput: (p) => p,
       run: async () => {

@@ -41,6 +41,15 @@ export class ActionInputError extends Error {
 export interface Action<Input> {
   /** Matches actionNamePattern. */
   readonly name: string;
+  /**
+   * "ledger": every effect of the handler is its returned ActionEffect (it
+   * computes, and touches nothing outside); the executor may then run it
+   * before the reservation and commit nonce, effect and receipt in one
+   * transaction. "external": it acts on the world (files, networks,
+   * devices); the nonce is durably reserved before it runs, and a crash
+   * mid-run leaves the execution interrupted, never re-run.
+   */
+  readonly effects: "ledger" | "external";
   /** One line for `/health` readers and `--help`. */
   readonly summary: string;
   /** Validates and narrows the payload; throws ActionInputError on anything unexpected. */

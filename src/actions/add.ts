@@ -9,6 +9,7 @@ interface AddInput {
 /** Adds two numbers: `{a, b}` gives `{"sum": a + b}` (IEEE-754 doubles). */
 export const addAction: Action<AddInput> = {
   name: "add",
+  effects: "ledger",
   summary: 'adds numbers: {"a": 1, "b": 2} gives {"sum": 3}',
   parseInput(payload) {
     expectOnlyKeys(payload, ["a", "b"]);

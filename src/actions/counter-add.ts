@@ -15,6 +15,7 @@ const maxKeyLength = 128;
  */
 export const counterAddAction: Action<CounterAddInput> = {
   name: "counter.add",
+  effects: "ledger",
   summary: 'adds to a durable counter: {"key": "k", "delta": 1} gives {"key": "k", "value": total}',
   parseInput(payload) {
     expectOnlyKeys(payload, ["key", "delta"]);

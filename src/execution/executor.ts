@@ -7,7 +7,15 @@ import type { ApprovalDecision, ApprovalGate, ApprovalSubject } from "../approva
 import { isRejection, Rejection } from "../errors/reason.js";
 import { canonicalJsonDigest } from "../json/canonical-digest.js";
 import { exceedsJsonDepth } from "../json/strict-json.js";
-import type { Denial, ExecutionRecord, FinishedExecution, LedgerStore, Reservation } from "../ledger/store.js";
+import type {
+  Completion,
+  Denial,
+  ExecutionRecord,
+  FinishedExecution,
+  LedgerStore,
+  Reservation,
+  ReserveOutcome,
+} from "../ledger/store.js";
 import type { Logger } from "../log/logger.js";
 import { nonceCharacters, type RequestLimits } from "./request-limits.js";
 import { runHandler } from "./run-handler.js";
@@ -197,22 +205,46 @@ export class Executor {
   }
 
   async #reserveAndRun(reservation: Reservation, action: AnyAction, input: unknown): Promise<Settled> {
-    const { store, limits, logger } = this.#options;
+    const { store } = this.#options;
+    if (action.effects === "ledger") {
+      // Nothing outside the ledger happens when this handler runs: look for an
+      // earlier execution, run, then reserve and record in one transaction.
+      const existing = await guardStore(store.find(reservation.tenantId, reservation.nonce));
+      if (existing !== undefined) return this.#settleExisting(reservation, existing);
+      const outcome = await this.#run(reservation, action, input);
+      const recorded = await guardStore(store.reserveAndComplete(reservation, outcome));
+      if (recorded.kind !== "recorded") return this.#settleTaken(reservation, recorded);
+      return this.#recorded(recorded.record, reservation);
+    }
     const reserved = await guardStore(store.reserve(reservation));
-    if (reserved.kind === "approval_used") {
+    if (reserved.kind !== "reserved") return this.#settleTaken(reservation, reserved);
+    const outcome = await this.#run(reservation, action, input);
+    return this.#recorded(await guardStore(store.complete(reservation.executionId, outcome)), reservation);
+  }
+
+  /** The nonce or the approval was already taken. */
+  async #settleTaken(reservation: Reservation, taken: Exclude<ReserveOutcome, { kind: "reserved" }>): Promise<Settled> {
+    if (taken.kind === "approval_used") {
       throw await this.#recordDenial(
         new Rejection("approval_reused", "this approval has already been used for another execution"),
         { ...reservation, approvalDigest: reservation.approval?.digest },
         reservation.logicalTime,
       );
     }
-    if (reserved.kind === "existing") {
-      const record =
-        reserved.record.status === "pending"
-          ? await this.#awaitFinish(reservation, limits.handlerTimeoutMs + 1000)
-          : reserved.record;
-      return { record, reservedId: undefined };
-    }
+    return this.#settleExisting(reservation, taken.record);
+  }
+
+  async #settleExisting(reservation: Reservation, record: ExecutionRecord): Promise<Settled> {
+    const finished =
+      record.status === "pending"
+        ? await this.#awaitFinish(reservation, this.#options.limits.handlerTimeoutMs + 1000)
+        : record;
+    return { record: finished, reservedId: undefined };
+  }
+
+  /** Runs the handler under its limits; failures become a Completion, never a throw. */
+  async #run(reservation: Reservation, action: AnyAction, input: unknown): Promise<Completion> {
+    const { limits, logger } = this.#options;
     const outcome = await runHandler(
       action,
       input,
@@ -225,20 +257,17 @@ export class Executor {
       // A result may nest one level deeper than its payload: echo wraps the payload it returns.
       { timeoutMs: limits.handlerTimeoutMs, maxResultDepth: limits.maxJsonDepth + 1 },
     );
-    if (!outcome.ok) {
-      const errorName = outcome.error instanceof Error ? outcome.error.name : typeof outcome.error;
-      logger.warn(
-        { executionId: reservation.executionId, action: action.name, reason: outcome.reason, error: errorName },
-        "handler failed",
-      );
-    }
-    const record = await guardStore(
-      store.complete(
-        reservation.executionId,
-        outcome.ok ? { kind: "executed", effect: outcome.effect } : { kind: "failed", reason: outcome.reason },
-      ),
+    if (outcome.ok) return { kind: "executed", effect: outcome.effect };
+    const errorName = outcome.error instanceof Error ? outcome.error.name : typeof outcome.error;
+    logger.warn(
+      { executionId: reservation.executionId, action: action.name, reason: outcome.reason, error: errorName },
+      "handler failed",
     );
-    logger.info(
+    return { kind: "failed", reason: outcome.reason };
+  }
+
+  #recorded(record: FinishedExecution, reservation: Reservation): Settled {
+    this.#options.logger.debug(
       { executionId: record.executionId, action: record.action, status: record.status },
       "execution recorded",
     );

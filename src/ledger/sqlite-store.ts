@@ -16,6 +16,7 @@ import {
   type FinishedExecution,
   type LedgerStore,
   type LogEntry,
+  type RecordOutcome,
   type Reservation,
   type ReserveOutcome,
   type StoredCheckpoint,
@@ -178,7 +179,23 @@ export class SqliteLedgerStore implements LedgerStore {
   }
 
   reserve(reservation: Reservation): Promise<ReserveOutcome> {
-    return this.#writes.run((): ReserveOutcome => {
+    return this.#writes.run(() => this.#reserveNow(reservation));
+  }
+
+  complete(executionId: string, completion: Completion): Promise<FinishedExecution> {
+    return this.#writes.run(() => this.#completeNow(executionId, completion));
+  }
+
+  reserveAndComplete(reservation: Reservation, completion: Completion): Promise<RecordOutcome> {
+    return this.#writes.run((): RecordOutcome => {
+      const reserved = this.#reserveNow(reservation);
+      if (reserved.kind !== "reserved") return reserved;
+      return { kind: "recorded", record: this.#completeNow(reservation.executionId, completion) };
+    });
+  }
+
+  #reserveNow(reservation: Reservation): ReserveOutcome {
+    {
       const { insert, byKey, approvalUsed } = this.#statements;
       const existing = byKey.get(reservation.tenantId, reservation.nonce);
       if (existing !== undefined) return { kind: "existing", record: toRecord(existing) };
@@ -200,11 +217,11 @@ export class SqliteLedgerStore implements LedgerStore {
       });
       if (changes !== 1) throw new StoreUnavailableError("reservation was not recorded");
       return { kind: "reserved" };
-    });
+    }
   }
 
-  complete(executionId: string, completion: Completion): Promise<FinishedExecution> {
-    return this.#writes.run((): FinishedExecution => {
+  #completeNow(executionId: string, completion: Completion): FinishedExecution {
+    {
       const row = this.#statements.byId.get(executionId);
       if (row === undefined || row.status !== "pending") {
         throw new StoreUnavailableError(`execution ${executionId} is not pending`);
@@ -233,7 +250,7 @@ export class SqliteLedgerStore implements LedgerStore {
       return outcome.status === "executed"
         ? { ...base, status: "executed", result: outcome.result, resultDigest: outcome.resultDigest, receipt }
         : { ...base, status: "failed", reason: outcome.reason, receipt };
-    });
+    }
   }
 
   /** Runs inside the batch transaction: applies the effect, or decides the failure. */

@@ -22,6 +22,13 @@ export interface LedgerStore {
    * result and receipt, in one transaction. Returns the finished record.
    */
   complete(executionId: string, completion: Completion): Promise<FinishedExecution>;
+  /**
+   * reserve and complete in one transaction, for actions whose every effect
+   * goes through the ledger (Action.effects === "ledger"): their handler ran
+   * without touching anything outside, so there is nothing a separate,
+   * earlier reservation could protect.
+   */
+  reserveAndComplete(reservation: Reservation, completion: Completion): Promise<RecordOutcome>;
   /** The record for (tenant, nonce), if any. */
   find(tenantId: string, nonce: string): Promise<ExecutionRecord | undefined>;
   /** The execution or denied attempt with this id, if any. */
@@ -74,6 +81,10 @@ export type ReserveOutcome =
   | { readonly kind: "existing"; readonly record: ExecutionRecord }
   /** The approval id was already used by another execution. */
   | { readonly kind: "approval_used" };
+
+export type RecordOutcome =
+  | { readonly kind: "recorded"; readonly record: FinishedExecution }
+  | Exclude<ReserveOutcome, { kind: "reserved" }>;
 
 /** How a reserved execution ended. */
 export type Completion =
