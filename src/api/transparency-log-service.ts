@@ -7,7 +7,7 @@ import {
 } from "../../gen/openexec/v1/transparency_log_pb.js";
 import { Rejection } from "../errors/reason.js";
 import type { LedgerStore } from "../ledger/store.js";
-import { logIndexOf, receiptBundle } from "../receipts/receipt-bundle.js";
+import { issuedReceipt, logIndexOf, receiptBundle } from "../receipts/receipt-bundle.js";
 import type { InclusionProofAnswer, TransparencyLog } from "../receipts/transparency-log.js";
 import { signedReceiptOf } from "./execute-response.js";
 
@@ -28,11 +28,8 @@ export function createTransparencyLogService(deps: {
       };
     },
     async getInclusionProof(request) {
-      const record = await store.findById(request.execId);
-      if (record === undefined || record.status === "pending") {
-        throw new Rejection("execution_not_found", "no receipt has been issued under this id");
-      }
-      const answer = await log.inclusionProof(logIndexOf(record.receipt), toSize(request.treeSize));
+      const receipt = await issuedReceipt(store, request.execId);
+      const answer = await log.inclusionProof(logIndexOf(receipt), toSize(request.treeSize));
       return { proof: toProof(answer), checkpoint: answer.checkpoint.note };
     },
     async getConsistencyProof(request) {

@@ -21,15 +21,17 @@ export async function receiptBundle(
   log: TransparencyLog,
   executionId: string,
 ): Promise<ReceiptBundle> {
+  const receipt = await issuedReceipt(store, executionId);
+  return { receipt, inclusion: await log.inclusionProof(logIndexOf(receipt), 0) };
+}
+
+/** The receipt issued under an execution (or denied attempt) id; execution_not_found when there is none yet. */
+export async function issuedReceipt(store: LedgerStore, executionId: string): Promise<EncodedReceipt> {
   const record = await store.findById(executionId);
   if (record === undefined || record.status === "pending") {
     throw new Rejection("execution_not_found", "no receipt has been issued under this id");
   }
-  const logIndex = logIndexOf(record.receipt);
-  return {
-    receipt: record.receipt,
-    inclusion: await log.inclusionProof(logIndex, 0),
-  };
+  return record.receipt;
 }
 
 /** The log index a stored receipt carries. */

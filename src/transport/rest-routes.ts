@@ -17,7 +17,7 @@ import type { RequestLimits } from "../execution/request-limits.js";
 import { decodeUtf8, JsonSyntaxError, parseStrictJson } from "../json/strict-json.js";
 import type { LedgerStore } from "../ledger/store.js";
 import type { Logger } from "../log/logger.js";
-import { logIndexOf, type ReceiptBundle, receiptBundle } from "../receipts/receipt-bundle.js";
+import { issuedReceipt, logIndexOf, type ReceiptBundle, receiptBundle } from "../receipts/receipt-bundle.js";
 import type { InclusionProofAnswer, TransparencyLog } from "../receipts/transparency-log.js";
 import { verifyStoredReceipt } from "../receipts/verify-stored-receipt.js";
 import type { VerificationKey } from "../signing/ed25519-keys.js";
@@ -69,11 +69,8 @@ export function createRestRoutes(deps: RestDependencies): (path: string) => Map<
       "/log/inclusion",
       get(async (req, res) => {
         const query = queryOf(req);
-        const record = await store.findById(query.get("exec_id") ?? "");
-        if (record === undefined || record.status === "pending") {
-          throw new Rejection("execution_not_found", "no receipt has been issued under this id");
-        }
-        const answer = await log.inclusionProof(logIndexOf(record.receipt), sizeParam(query, "tree_size", 0));
+        const receipt = await issuedReceipt(store, query.get("exec_id") ?? "");
+        const answer = await log.inclusionProof(logIndexOf(receipt), sizeParam(query, "tree_size", 0));
         writeJson(res, 200, { ...inclusionJson(answer), checkpoint: answer.checkpoint.note });
       }),
     ],
