@@ -53,6 +53,12 @@ export async function startServer(
   }
 
   const log = new TransparencyLog(store, receiptKey.noteSigner(logOrigin), logger);
+  try {
+    await log.assertContinuity();
+  } catch (error) {
+    await store.close();
+    throw error;
+  }
   log.start();
 
   const executor = new Executor({

@@ -1,5 +1,5 @@
 import assert from "node:assert/strict";
-import { generateKeyPairSync, sign as nodeSign } from "node:crypto";
+import { createHash, generateKeyPairSync, sign as nodeSign } from "node:crypto";
 import { after, before, describe, it } from "node:test";
 import { create, fromBinary, toBinary } from "@bufbuild/protobuf";
 import { timestampFromMs } from "@bufbuild/protobuf/wkt";
@@ -75,6 +75,12 @@ describe("clawshield mode", () => {
     assert.equal(answer.body.reason, reason);
     assert.match(answer.body.execution_id, /^[0-9a-f-]{36}$/);
     assert.match(answer.body.receipt, /^[0-9a-f]{64}$/);
+    // The signed receipt travels with the denial, and its bytes hash to the digest.
+    assert.equal(answer.body.signed_receipt.signatures.length, 1);
+    assert.equal(
+      createHash("sha256").update(Buffer.from(answer.body.signed_receipt.payload, "base64")).digest("hex"),
+      answer.body.receipt,
+    );
     const store = SqliteLedgerStore.open(server.dbPath);
     try {
       const recorded = await store.findById(answer.body.execution_id);

@@ -232,6 +232,26 @@ describe("receipts from elsewhere", () => {
   });
 });
 
+describe("one ledger, one log", () => {
+  it("refuses to start on a ledger whose log another receipt key or origin signed", async () => {
+    const dir = scratchDir();
+    try {
+      const dbPath = join(dir.path, "ledger.db");
+      const first = await startTestServer({}, { dbPath });
+      await postJson(`${first.url}/execute`, { action: "echo", payload: {}, nonce: "c-1" });
+      await first.shutdown();
+      const { generateKeyPairSync } = await import("node:crypto");
+      const otherKey = generateKeyPairSync("ed25519").privateKey.export({ format: "pem", type: "pkcs8" }).toString();
+      await assert.rejects(startTestServer({ OPENEXEC_RECEIPT_KEY: otherKey }, { dbPath }), /another receipt key/);
+      await assert.rejects(startTestServer({ OPENEXEC_LOG_ORIGIN: "example.com/other" }, { dbPath }), /another origin/);
+      const again = await startTestServer({}, { dbPath });
+      await again.shutdown();
+    } finally {
+      dir.cleanup();
+    }
+  });
+});
+
 describe("offline verification and audit with the server gone", () => {
   it("verify-receipt, audit and export work on what the server left; audit names tampered rows", async () => {
     const dir = scratchDir();
@@ -322,8 +342,8 @@ describe("offline verification and audit with the server gone", () => {
         assert.equal(result.code, 1, `${tampering.name}: ${result.stdout}${result.stderr}`);
         const report = JSON.parse(result.stdout);
         assert.equal(report.ok, false);
-        assert.match(report.firstDivergence.problem, tampering.expect, tampering.name);
-        if (tampering.id !== undefined) assert.equal(report.firstDivergence.id, tampering.id, tampering.name);
+        assert.match(report.first_divergence.problem, tampering.expect, tampering.name);
+        if (tampering.id !== undefined) assert.equal(report.first_divergence.id, tampering.id, tampering.name);
       }
     } finally {
       dir.cleanup();

@@ -1,7 +1,9 @@
 import { create } from "@bufbuild/protobuf";
 import { Code, ConnectError, type Interceptor } from "@connectrpc/connect";
 import { ErrorDetailSchema } from "../../gen/openexec/v1/error_pb.js";
-import { isRejection, type Rejection } from "../errors/reason.js";
+import { isRejection, Rejection } from "../errors/reason.js";
+import { isStoreFailure } from "../ledger/store.js";
+import { signedReceiptOf } from "./execute-response.js";
 
 /** Response header (Connect unary) or trailer (gRPC) naming the reason code. */
 export const reasonHeader = "openexec-reason";
@@ -14,7 +16,8 @@ export function rejectionToConnectError(rejection: Rejection): ConnectError {
       value: create(ErrorDetailSchema, {
         reason: rejection.reason,
         executionId: rejection.attempt?.executionId ?? "",
-        receipt: rejection.attempt?.receipt ?? "",
+        receipt: rejection.attempt?.receipt.digest.toString("hex") ?? "",
+        ...(rejection.attempt === undefined ? {} : { signedReceipt: signedReceiptOf(rejection.attempt.receipt) }),
       }),
     },
   ]);
@@ -27,6 +30,9 @@ export function rejectionToConnectError(rejection: Rejection): ConnectError {
  */
 export function toConnectError(error: unknown): ConnectError {
   if (isRejection(error)) return rejectionToConnectError(error);
+  if (isStoreFailure(error)) {
+    return rejectionToConnectError(new Rejection("store_unavailable", "the ledger is unavailable; retry later"));
+  }
   if (error instanceof ConnectError) {
     // connect-es reports undecodable protobuf as INTERNAL ("parse binary: ..."),
     // but it is the client's malformed input.

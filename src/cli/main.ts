@@ -29,6 +29,9 @@ const commands: Record<string, (args: string[]) => Promise<number>> = {
   export: exportCommand,
 };
 
+/** Commands whose exit status 1 is a verdict ("invalid", "diverges"): failing to run them is 2. */
+const verdictCommands = new Set(["verify-receipt", "audit", "export", "approve", "keygen"]);
+
 async function main(argv: string[]): Promise<number> {
   const [name, ...args] = argv;
   if (name === undefined || name === "--help" || name === "-h" || name === "help") {
@@ -40,7 +43,12 @@ async function main(argv: string[]): Promise<number> {
     process.stderr.write(`openexec: unknown command "${name}"\n\n${usage}`);
     return 2;
   }
-  return command(args);
+  if (!verdictCommands.has(name)) return command(args);
+  try {
+    return await command(args);
+  } catch (error) {
+    throw error instanceof UsageError ? error : new UsageError((error as Error).message ?? String(error));
+  }
 }
 
 // A reader that stops early (`openexec export | head`) is not an error.

@@ -14,9 +14,9 @@ result against the receipt's result digest, the checkpoint's signature and the
 receipt's inclusion in the checkpoint's tree.
 
   --key FILE         the executor's receipt public key (GET /receipts/key, public_key_pem)
-  --bundle FILE      a bundle from GET /receipts/bundle?exec_id=ID (receipt, result, checkpoint, proof)
+  --bundle FILE      a bundle from GET /receipts/bundle?exec_id=ID (receipt, checkpoint, proof)
   --receipt FILE     a signed receipt: the signed_receipt JSON of an /execute answer
-  --result FILE      the result JSON to check
+  --result FILE      the result JSON to check (with --bundle or --receipt)
   --checkpoint FILE  a signed checkpoint (GET /log/checkpoint)
   --proof FILE       an inclusion proof {log_index, tree_size, hashes} (GET /log/inclusion)
 
@@ -43,18 +43,19 @@ export async function verifyReceiptCommand(args: string[]): Promise<number> {
   if (values.key === undefined || (values.bundle === undefined) === (values.receipt === undefined)) {
     throw new UsageError("give --key and exactly one of --bundle or --receipt (see --help)");
   }
-  const publicKeyPem = readFileSync(values.key, "utf8");
+  const publicKeyPem = readText(values.key);
   let evidence: OfflineReceiptEvidence;
   if (values.bundle !== undefined) {
     const parsed = evidenceFromBundle(publicKeyPem, readJson(values.bundle));
     if (typeof parsed === "string") throw new UsageError(parsed);
-    evidence = parsed;
+    // Bundles carry no result: --result adds the one to check.
+    evidence = values.result === undefined ? parsed : { ...parsed, result: readJson(values.result) };
   } else {
     const proofJson = values.proof === undefined ? undefined : readJson(values.proof);
     const parsed = evidenceFromBundle(publicKeyPem, {
       signed_receipt: readJson(values.receipt as string),
       ...(values.result === undefined ? {} : { result: readJson(values.result) }),
-      ...(values.checkpoint === undefined ? {} : { checkpoint: readFileSync(values.checkpoint, "utf8") }),
+      ...(values.checkpoint === undefined ? {} : { checkpoint: readText(values.checkpoint) }),
       ...(proofJson === undefined ? {} : { inclusion_proof: proofJson }),
     });
     if (typeof parsed === "string") throw new UsageError(parsed);
@@ -85,9 +86,18 @@ export async function verifyReceiptCommand(args: string[]): Promise<number> {
   return verdict.valid ? 0 : 1;
 }
 
-function readJson(path: string): JsonValue {
+function readText(path: string): string {
   try {
-    return parseStrictJson(readFileSync(path, "utf8"), { maxDepth: 64 });
+    return readFileSync(path, "utf8");
+  } catch (error) {
+    throw new UsageError(`cannot read ${path}: ${(error as NodeJS.ErrnoException).code ?? "error"}`);
+  }
+}
+
+function readJson(path: string): JsonValue {
+  const text = readText(path);
+  try {
+    return parseStrictJson(text, { maxDepth: 64 });
   } catch (error) {
     throw new UsageError(`${path} is not JSON: ${(error as Error).message}`);
   }

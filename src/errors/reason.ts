@@ -1,4 +1,5 @@
 import { Code } from "@connectrpc/connect";
+import type { EncodedReceipt } from "../receipts/receipt.js";
 
 /**
  * Every way a request can be refused or an execution can end badly, as a
@@ -66,8 +67,8 @@ export class Rejection extends Error {
   constructor(
     readonly reason: RejectionReason,
     message: string,
-    /** For a recorded denial: the attempt's id and receipt digest. */
-    readonly attempt?: { readonly executionId: string; readonly receipt: string },
+    /** For a recorded denial: the attempt's id and its receipt. */
+    readonly attempt?: { readonly executionId: string; readonly receipt: EncodedReceipt },
   ) {
     super(message);
     this.code = rejectionCodes[reason];

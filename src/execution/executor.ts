@@ -182,7 +182,7 @@ export class Executor {
       logger.info({ attemptId: denied.executionId, action: attempt.action, reason: rejection.reason }, "denied");
       return new Rejection(rejection.reason, rejection.message, {
         executionId: denied.executionId,
-        receipt: denied.receipt.digest.toString("hex"),
+        receipt: denied.receipt,
       });
     } catch (error) {
       logger.error({ reason: rejection.reason, err: error instanceof Error ? error.name : "" }, "denial not recorded");

@@ -170,3 +170,8 @@ export interface LogEntry {
 export class StoreUnavailableError extends Error {
   override readonly name = "StoreUnavailableError";
 }
+
+/** A failure of the ledger itself (not of the request): answered as UNAVAILABLE everywhere. */
+export function isStoreFailure(error: unknown): boolean {
+  return error instanceof StoreUnavailableError || (error instanceof Error && error.name === "SqliteError");
+}

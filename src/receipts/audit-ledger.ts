@@ -13,21 +13,22 @@ import { receiptPayloadType, sha256 } from "./receipt.js";
 /** Where the ledger stops agreeing with itself. */
 export interface AuditDivergence {
   /** The log leaf, or the checkpoint's tree size, where it was found. */
-  readonly leafIndex?: number;
-  readonly treeSize?: number;
+  readonly leaf_index?: number;
+  readonly tree_size?: number;
   /** The table and row it names. */
   readonly table?: "executions" | "denials" | "log_leaves" | "checkpoints";
   readonly id?: string;
   readonly problem: string;
 }
 
+/** The report `openexec audit` prints (snake_case, like every JSON this project writes). */
 export interface AuditReport {
   readonly ok: boolean;
   readonly leaves: number;
   readonly checkpoints: number;
   /** Hex root of the recomputed tree. */
-  readonly rootHash: string;
-  readonly firstDivergence: AuditDivergence | undefined;
+  readonly root_hash: string;
+  readonly first_divergence: AuditDivergence | undefined;
 }
 
 /**
@@ -41,25 +42,25 @@ export async function auditLedger(store: LedgerStore, key: VerificationKey): Pro
   for await (const checkpoint of store.checkpoints()) checkpoints.set(checkpoint.treeSize, checkpoint);
   const frontier = new MerkleFrontier();
   let origin: string | undefined;
-  const report = (firstDivergence: AuditDivergence | undefined): AuditReport => ({
-    ok: firstDivergence === undefined,
+  const report = (divergence: AuditDivergence | undefined): AuditReport => ({
+    ok: divergence === undefined,
     leaves: frontier.size,
     checkpoints: checkpoints.size,
-    rootHash: frontier.root().toString("hex"),
-    firstDivergence,
+    root_hash: frontier.root().toString("hex"),
+    first_divergence: divergence,
   });
 
   const empty = checkpoints.get(0);
   if (empty !== undefined && !empty.rootHash.equals(emptyRoot())) {
-    return report({ treeSize: 0, table: "checkpoints", problem: "the empty tree's checkpoint has a wrong root" });
+    return report({ tree_size: 0, table: "checkpoints", problem: "the empty tree's checkpoint has a wrong root" });
   }
 
   for await (const entry of store.logEntries()) {
     const index = frontier.size;
     const table = entry.kind === "execution" ? "executions" : "denials";
-    const at = { leafIndex: index, table, id: entry.entryId } as const;
+    const at = { leaf_index: index, table, id: entry.entryId } as const;
     if (entry.leafIndex !== index) {
-      return report({ leafIndex: index, table: "log_leaves", problem: `leaf ${index} is missing` });
+      return report({ leaf_index: index, table: "log_leaves", problem: `leaf ${index} is missing` });
     }
     const record = await store.findById(entry.entryId);
     if (
@@ -115,13 +116,13 @@ export async function auditLedger(store: LedgerStore, key: VerificationKey): Pro
     const checkpoint = checkpoints.get(frontier.size);
     if (checkpoint !== undefined) {
       const problem = checkCheckpoint(checkpoint, frontier.root(), origin, key);
-      if (problem !== undefined) return report({ treeSize: frontier.size, table: "checkpoints", problem });
+      if (problem !== undefined) return report({ tree_size: frontier.size, table: "checkpoints", problem });
     }
   }
   const beyond = [...checkpoints.keys()].find((size) => size > frontier.size);
   if (beyond !== undefined) {
     return report({
-      treeSize: beyond,
+      tree_size: beyond,
       table: "log_leaves",
       problem: `a checkpoint covers ${beyond} leaves but the log holds ${frontier.size}`,
     });

@@ -1,5 +1,6 @@
 import { createPrivateKey, createPublicKey, generateKeyPairSync, type KeyObject, sign } from "node:crypto";
-import { existsSync, readFileSync, statSync, writeFileSync } from "node:fs";
+import { existsSync, mkdirSync, readFileSync, statSync, writeFileSync } from "node:fs";
+import { dirname } from "node:path";
 import { KeyError, parsePublicKeyPem, type VerificationKey } from "../signing/ed25519-keys.js";
 import type { NoteSigner } from "./checkpoint.js";
 
@@ -28,6 +29,7 @@ export function loadReceiptKey(pem: string | undefined, keyPath: string): Receip
     privateKey = parsePrivateKey(readFileSync(keyPath, "utf8"), keyPath);
   } else {
     privateKey = generateKeyPairSync("ed25519").privateKey;
+    mkdirSync(dirname(keyPath), { recursive: true });
     writeFileSync(keyPath, privateKey.export({ format: "pem", type: "pkcs8" }), { mode: 0o600, flag: "wx" });
   }
   const publicPem = createPublicKey(privateKey).export({ format: "pem", type: "spki" }).toString();

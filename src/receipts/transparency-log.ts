@@ -1,7 +1,8 @@
+import { createPublicKey } from "node:crypto";
 import { Rejection } from "../errors/reason.js";
 import type { LedgerStore, StoredCheckpoint } from "../ledger/store.js";
 import type { Logger } from "../log/logger.js";
-import { formatCheckpointBody, type NoteSigner, signCheckpoint } from "./checkpoint.js";
+import { formatCheckpointBody, type NoteSigner, signCheckpoint, verifySignedCheckpoint } from "./checkpoint.js";
 import { consistencyProof, inclusionProof, MerkleFrontier } from "./merkle-tree.js";
 
 export interface InclusionProofAnswer {
@@ -36,6 +37,27 @@ export class TransparencyLog {
   /** The log's origin: the first line of its checkpoints and its note key name. */
   get origin(): string {
     return this.#signer.name;
+  }
+
+  /**
+   * Refuses a ledger whose log was kept under another origin or receipt key:
+   * its receipts would stop verifying and its history could not be extended.
+   */
+  async assertContinuity(): Promise<void> {
+    const latest = await this.#store.latestCheckpoint();
+    if (latest === undefined) return;
+    const verifier = {
+      name: this.origin,
+      publicKey: createPublicKey(this.#signer.privateKey),
+      publicKeyRaw: this.#signer.publicKeyRaw,
+    };
+    if (verifySignedCheckpoint(latest.note, verifier, this.origin) === undefined) {
+      const origin = latest.note.split("\n", 1)[0];
+      throw new Error(
+        `this ledger's log is "${origin}", signed by another receipt key or under another origin than ` +
+          `"${this.origin}"; start with the OPENEXEC_RECEIPT_KEY and OPENEXEC_LOG_ORIGIN it was created with`,
+      );
+    }
   }
 
   /** Signs a checkpoint every `intervalMs` while the log grows. */

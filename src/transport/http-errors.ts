@@ -1,8 +1,11 @@
 import type { ServerResponse } from "node:http";
 import type { Http2ServerResponse } from "node:http2";
+import { toJson } from "@bufbuild/protobuf";
 import { Code } from "@connectrpc/connect";
 import { codeToHttpStatus } from "@connectrpc/connect/protocol-connect";
+import { SignedEnvelopeSchema } from "../../gen/openexec/v1/envelope_pb.js";
 import { reasonHeader } from "../api/connect-errors.js";
+import { signedReceiptOf } from "../api/execute-response.js";
 import type { Rejection, RejectionReason } from "../errors/reason.js";
 
 export type NodeResponse = ServerResponse | Http2ServerResponse;
@@ -30,7 +33,7 @@ export function codeName(code: Code): string {
 
 /**
  * Answers with the JSON error shape shared by REST and pre-RPC failures:
- * {"code","reason","message"} (+ "execution_id", "receipt" for recorded denials),
+ * {"code","reason","message"} (+ "execution_id", "receipt", "signed_receipt" for recorded denials),
  * which is also a valid Connect error body for Connect clients.
  */
 export function writeRejection(
@@ -38,14 +41,16 @@ export function writeRejection(
   rejection: Rejection,
   extraHeaders: Record<string, string> = {},
 ): void {
-  const body: Record<string, string> = {
+  const body: Record<string, unknown> = {
     code: codeName(rejection.code),
     reason: rejection.reason,
     message: rejection.message,
   };
   if (rejection.attempt !== undefined) {
-    body.execution_id = rejection.attempt.executionId;
-    body.receipt = rejection.attempt.receipt;
+    const { executionId, receipt } = rejection.attempt;
+    body.execution_id = executionId;
+    body.receipt = receipt.digest.toString("hex");
+    body.signed_receipt = toJson(SignedEnvelopeSchema, signedReceiptOf(receipt), { useProtoFieldName: true });
   }
   writeJson(res, httpStatusOf(rejection), body, { [reasonHeader]: rejection.reason, ...extraHeaders });
 }

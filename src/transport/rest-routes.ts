@@ -15,7 +15,7 @@ import { isRejection, Rejection } from "../errors/reason.js";
 import type { ExecuteCommand, Executor } from "../execution/executor.js";
 import type { RequestLimits } from "../execution/request-limits.js";
 import { decodeUtf8, JsonSyntaxError, parseStrictJson } from "../json/strict-json.js";
-import type { LedgerStore } from "../ledger/store.js";
+import { isStoreFailure, type LedgerStore } from "../ledger/store.js";
 import type { Logger } from "../log/logger.js";
 import { issuedReceipt, logIndexOf, type ReceiptBundle, receiptBundle } from "../receipts/receipt-bundle.js";
 import type { InclusionProofAnswer, TransparencyLog } from "../receipts/transparency-log.js";
@@ -138,6 +138,10 @@ export async function serveRest(
   } catch (error) {
     if (isRejection(error)) {
       writeRejection(res, error);
+      return;
+    }
+    if (isStoreFailure(error)) {
+      writeRejection(res, new Rejection("store_unavailable", "the ledger is unavailable; retry later"));
       return;
     }
     logger.error(
