@@ -23,7 +23,7 @@ export function toExecuteResponse(outcome: ExecuteOutcome): ExecuteResponse {
 }
 
 /** A JSON value as google.protobuf.Value. Depth is bounded by the limits checked upstream. */
-export function jsonToValue(json: JsonValue): Value {
+function jsonToValue(json: JsonValue): Value {
   return fromJson(ValueSchema, json);
 }
 

@@ -1,14 +1,13 @@
-import { timingSafeEqual, verify } from "node:crypto";
+import { timingSafeEqual } from "node:crypto";
 import { fromBinary } from "@bufbuild/protobuf";
 import { timestampMs } from "@bufbuild/protobuf/wkt";
 import { ExecutionStatus, ReceiptSchema } from "../../gen/openexec/v1/receipt_pb.js";
 import { canonicalJsonDigest } from "../json/canonical-digest.js";
 import type { LedgerStore, StoredCheckpoint } from "../ledger/store.js";
-import { preAuthEncoding } from "../signing/dsse.js";
-import { isStrictSignatureShape, type VerificationKey } from "../signing/ed25519-keys.js";
+import type { VerificationKey } from "../signing/ed25519-keys.js";
 import { verifySignedCheckpoint } from "./checkpoint.js";
 import { emptyRoot, leafHash, MerkleFrontier } from "./merkle-tree.js";
-import { receiptPayloadType, sha256 } from "./receipt.js";
+import { sha256, verifyReceiptSignature } from "./receipt.js";
 
 /** Where the ledger stops agreeing with itself. */
 export interface AuditDivergence {
@@ -76,10 +75,7 @@ export async function auditLedger(store: LedgerStore, key: VerificationKey): Pro
     if (!equal(leafHash(receipt.body), entry.leafHash)) {
       return report({ ...at, problem: "the log leaf does not hash this receipt" });
     }
-    if (
-      !isStrictSignatureShape(receipt.signature) ||
-      !verify(null, preAuthEncoding(receiptPayloadType, receipt.body), key.key, receipt.signature)
-    ) {
+    if (!verifyReceiptSignature(key, receipt.body, receipt.signature)) {
       return report({ ...at, problem: "the receipt signature does not verify with the executor key" });
     }
     const facts = fromBinary(ReceiptSchema, receipt.body);

@@ -1,8 +1,9 @@
-import { createHash } from "node:crypto";
+import { createHash, verify } from "node:crypto";
 import { create, toBinary } from "@bufbuild/protobuf";
 import { timestampFromMs } from "@bufbuild/protobuf/wkt";
 import { type ExecutionStatus, ReceiptSchema } from "../../gen/openexec/v1/receipt_pb.js";
 import { preAuthEncoding } from "../signing/dsse.js";
+import { isStrictSignatureShape, type VerificationKey } from "../signing/ed25519-keys.js";
 
 /** The DSSE payload type of a serialised openexec.v1.Receipt. */
 export const receiptPayloadType = "application/vnd.openexec.receipt.v1+proto";
@@ -67,4 +68,15 @@ export function encodeReceipt(facts: ReceiptFacts, signer: ReceiptSigner | undef
 
 export function sha256(bytes: Uint8Array): Buffer {
   return createHash("sha256").update(bytes).digest();
+}
+
+/**
+ * True when `signature` is the strict (RFC 8032, canonical S) Ed25519 signature
+ * of `key` over PAE(receiptPayloadType, body): how every verifier of receipts
+ * checks them, on the server, in audit and offline.
+ */
+export function verifyReceiptSignature(key: VerificationKey, body: Uint8Array, signature: Uint8Array): boolean {
+  return (
+    isStrictSignatureShape(signature) && verify(null, preAuthEncoding(receiptPayloadType, body), key.key, signature)
+  );
 }

@@ -1,13 +1,11 @@
-import { verify } from "node:crypto";
 import { fromBinary, fromJson, type JsonValue } from "@bufbuild/protobuf";
 import { type SignedEnvelope, SignedEnvelopeSchema } from "../../gen/openexec/v1/envelope_pb.js";
 import { ExecutionStatus, type Receipt, ReceiptSchema } from "../../gen/openexec/v1/receipt_pb.js";
 import { CanonicalJsonError, canonicalJsonBytes } from "../json/canonical-json.js";
-import { preAuthEncoding } from "../signing/dsse.js";
-import { isStrictSignatureShape, KeyError, parsePublicKeyPem, type VerificationKey } from "../signing/ed25519-keys.js";
+import { KeyError, parsePublicKeyPem, type VerificationKey } from "../signing/ed25519-keys.js";
 import { verifySignedCheckpoint } from "./checkpoint.js";
 import { leafHash, verifyInclusion } from "./merkle-tree.js";
-import { receiptPayloadType, sha256 } from "./receipt.js";
+import { receiptPayloadType, sha256, verifyReceiptSignature } from "./receipt.js";
 
 export interface InclusionProofEvidence {
   readonly logIndex: number;
@@ -62,7 +60,7 @@ export function verifyReceiptOffline(evidence: OfflineReceiptEvidence): OfflineV
   if (envelope.payloadType !== receiptPayloadType) return fail(`payload_type is not ${receiptPayloadType}`);
   const signature = envelope.signatures.find((s) => s.keyId === key.keyId);
   if (signature === undefined) return fail(`no signature by key ${key.keyId}`);
-  if (!verifyStrict(key, preAuthEncoding(envelope.payloadType, envelope.payload), signature.sig)) {
+  if (!verifyReceiptSignature(key, envelope.payload, signature.sig)) {
     return fail("the receipt signature does not verify");
   }
   let receipt: Receipt;
@@ -143,9 +141,4 @@ function parseInclusionProof(value: unknown): InclusionProofEvidence | string {
     treeSize: tree_size as number,
     hashes: hashes.map((h) => Buffer.from(h as string, "hex")),
   };
-}
-
-/** Strict RFC 8032 (64 bytes, canonical S) with OpenSSL, synchronously. */
-function verifyStrict(key: VerificationKey, message: Uint8Array, signature: Uint8Array): boolean {
-  return isStrictSignatureShape(signature) && verify(null, message, key.key, signature);
 }

@@ -1,14 +1,13 @@
-import { timingSafeEqual, verify } from "node:crypto";
+import { timingSafeEqual } from "node:crypto";
 import { fromBinary, type JsonValue } from "@bufbuild/protobuf";
 import { ReceiptSchema } from "../../gen/openexec/v1/receipt_pb.js";
 import { canonicalJsonDigest } from "../json/canonical-digest.js";
 import { CanonicalJsonError } from "../json/canonical-json.js";
 import { JsonSyntaxError, parseStrictJson } from "../json/strict-json.js";
 import type { LedgerStore } from "../ledger/store.js";
-import { preAuthEncoding } from "../signing/dsse.js";
-import { isStrictSignatureShape, type VerificationKey } from "../signing/ed25519-keys.js";
+import type { VerificationKey } from "../signing/ed25519-keys.js";
 import { leafHash, verifyInclusion } from "./merkle-tree.js";
-import { type EncodedReceipt, receiptPayloadType, sha256 } from "./receipt.js";
+import { type EncodedReceipt, sha256, verifyReceiptSignature } from "./receipt.js";
 import type { TransparencyLog } from "./transparency-log.js";
 
 /** A receipt check as the original /receipts/verify took it. */
@@ -86,9 +85,8 @@ async function inLog(log: TransparencyLog, receipt: EncodedReceipt): Promise<boo
 
 /** The stored receipt names this executor's key and carries its valid signature. */
 function signedBy(key: VerificationKey, receipt: EncodedReceipt): boolean {
-  if (!isStrictSignatureShape(receipt.signature)) return false;
   if (fromBinary(ReceiptSchema, receipt.body).receiptKeyId !== key.keyId) return false;
-  return verify(null, preAuthEncoding(receiptPayloadType, receipt.body), key.key, receipt.signature);
+  return verifyReceiptSignature(key, receipt.body, receipt.signature);
 }
 
 function equal(a: Uint8Array, b: Uint8Array): boolean {
