@@ -96,6 +96,37 @@ describe("signed receipts in a transparency log", () => {
     }
   });
 
+  it("a receipt whose signature alone is altered is invalid, offline, on the server and in audit", async () => {
+    const { body } = await execute({ action: "echo", payload: { v: "sig" }, nonce: "sig-only-1" });
+    const bundle = await bundleOf(server, body.id);
+    const sig = Buffer.from(bundle.signed_receipt.signatures[0].sig, "base64");
+    sig[3] = (sig[3] ?? 0) ^ 0x01;
+    const altered = {
+      ...bundle,
+      signed_receipt: {
+        ...bundle.signed_receipt,
+        signatures: [{ ...bundle.signed_receipt.signatures[0], sig: sig.toString("base64") }],
+      },
+    };
+    const verdict = offline(pem, altered);
+    assert.equal(verdict.valid, false);
+    assert.deepEqual(verdict.problems, ["the receipt signature does not verify"]);
+    // The same alteration in the ledger: the server's own verification refuses it.
+    const db = new Database(server.dbPath);
+    db.prepare("UPDATE executions SET receipt_signature = ? WHERE execution_id = ?").run(sig, body.id);
+    db.close();
+    assert.deepEqual(
+      (
+        await postJson(`${server.url}/receipts/verify`, {
+          exec_id: body.id,
+          result: body.result,
+          receipt: body.receipt,
+        })
+      ).body,
+      { valid: false },
+    );
+  });
+
   it("denials have logged, verifiable receipts too", async () => {
     const restricted = await startTestServer({ OPENEXEC_ALLOWED_ACTIONS: "echo" });
     try {
@@ -329,6 +360,12 @@ describe("offline verification and audit with the server gone", () => {
           name: "edit a checkpoint",
           sql: "UPDATE checkpoints SET root_hash = zeroblob(32) WHERE tree_size = 6",
           expect: /checkpoint/,
+        },
+        {
+          name: "replace a signature",
+          sql: `UPDATE executions SET receipt_signature = zeroblob(64) WHERE execution_id = '${ids[2]}'`,
+          expect: /signature/,
+          id: ids[2],
         },
       ];
       for (const tampering of tamperings) {
