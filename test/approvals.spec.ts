@@ -6,6 +6,7 @@ import { timestampFromMs } from "@bufbuild/protobuf/wkt";
 import { verifyAsync } from "@noble/ed25519";
 import { ApprovalSchema } from "../gen/openexec/v1/approval_pb.js";
 import { SignedEnvelopeSchema } from "../gen/openexec/v1/envelope_pb.js";
+import { Authorization, ReceiptSchema } from "../gen/openexec/v1/receipt_pb.js";
 import { approvalPayloadType } from "../src/approval/approval-artifact.js";
 import { verifyEd25519 } from "../src/approval/verify-approval.js";
 import { type ApprovalRequest, signApproval } from "../src/client/sign-approval.js";
@@ -98,6 +99,11 @@ describe("clawshield mode", () => {
     const first = await execute(body);
     assert.equal(first.status, 200);
     assert.equal(first.body.approved, true);
+    assert.equal(first.body.authorization, "signed_approval");
+    assert.equal(
+      fromBinary(ReceiptSchema, Buffer.from(first.body.signed_receipt.payload, "base64")).authorization,
+      Authorization.SIGNED_APPROVAL,
+    );
     assert.equal(first.body.replayed, false);
     const again = await execute(body);
     assert.equal(again.status, 200);
@@ -278,6 +284,32 @@ describe("clawshield mode", () => {
       await send({ nonce: "nyv-1", issuedAt: new Date(Date.now() + 600_000) }),
       "approval_not_yet_valid",
     );
+  });
+
+  it("not yet valid within the 30 s clock skew is accepted", async () => {
+    assert.equal((await send({ nonce: "nyv-skew", issuedAt: new Date(Date.now() + 10_000) })).status, 200);
+    await assertDenied(
+      await send({ nonce: "nyv-2", issuedAt: new Date(Date.now() + 90_000) }),
+      "approval_not_yet_valid",
+    );
+  });
+
+  it("a negative lifetime (not_after before issued_at): approval_lifetime_too_long", async () => {
+    // Issued 20 s ahead (inside the skew), ending 10 s before that: neither
+    // expired nor not yet valid, only impossible.
+    await assertDenied(
+      await send({ nonce: "neg-1", issuedAt: new Date(Date.now() + 20_000), lifetimeSeconds: -10 }),
+      "approval_lifetime_too_long",
+    );
+  });
+
+  it("an unused approval for nonce A sent with nonce B: approval_nonce_mismatch, and A still runs", async () => {
+    const { artifactBase64 } = await approve({ nonce: "ab-A" });
+    const body = { action: "echo", payload: { msg: "hello" }, approval_artifact: artifactBase64 };
+    await assertDenied(await execute({ ...body, nonce: "ab-B" }), "approval_nonce_mismatch");
+    const first = await execute({ ...body, nonce: "ab-A" });
+    assert.equal(first.status, 200);
+    assert.equal(first.body.replayed, false);
   });
 
   it("lifetime too long: approval_lifetime_too_long", async () => {

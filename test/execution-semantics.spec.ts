@@ -39,6 +39,19 @@ const hangingAction: Action<unknown> = {
   parseInput: (p) => p,
   run: () => new Promise(() => {}),
 };
+/** A ledger-only action (run before its reservation) that counts its runs. */
+let ledgerRuns = 0;
+const countingLedgerAction: Action<unknown> = {
+  name: "test.ledger_count",
+  effects: "ledger",
+  summary: "counts its runs",
+  parseInput: (p) => p,
+  run: async () => {
+    ledgerRuns++;
+    await new Promise((resolve) => setTimeout(resolve, 30));
+    return { kind: "result", result: { ran: true } };
+  },
+};
 const badResultAction: Action<{ kind: unknown }> = {
   name: "test.bad_result",
   effects: "external",
@@ -59,7 +72,14 @@ const badResultAction: Action<{ kind: unknown }> = {
 
 function testRegistry(): ActionRegistry {
   const registry = new ActionRegistry();
-  for (const action of [...builtinActions, slowAction, throwingAction, hangingAction, badResultAction]) {
+  for (const action of [
+    ...builtinActions,
+    slowAction,
+    throwingAction,
+    hangingAction,
+    badResultAction,
+    countingLedgerAction,
+  ]) {
     registry.register(action);
   }
   return registry.seal();
@@ -130,6 +150,19 @@ describe("exactly-once semantics", () => {
     );
     const answers = await Promise.all(requests);
     assert.equal(slowRuns, before + 1);
+    assert.ok(answers.every((a) => a.status === 200));
+    assert.equal(new Set(answers.map((a) => a.body.id)).size, 1);
+    assert.equal(answers.filter((a) => a.body.replayed === false).length, 1);
+  });
+
+  it("4b. concurrent duplicates of a ledger-only action run its handler once in this process", async () => {
+    // Ledger-only handlers run before their reservation; only the in-process
+    // one-run-per-nonce map keeps duplicates from running them again.
+    const before = ledgerRuns;
+    const answers = await Promise.all(
+      Array.from({ length: 8 }, () => execute({ action: "test.ledger_count", payload: {}, nonce: "sem-4b" })),
+    );
+    assert.equal(ledgerRuns, before + 1);
     assert.ok(answers.every((a) => a.status === 200));
     assert.equal(new Set(answers.map((a) => a.body.id)).size, 1);
     assert.equal(answers.filter((a) => a.body.replayed === false).length, 1);

@@ -11,7 +11,7 @@ import { ServerReflection } from "../gen/grpc/reflection/v1/reflection_pb.js";
 import { ServerReflection as ServerReflectionV1alpha } from "../gen/grpc/reflection/v1alpha/reflection_pb.js";
 import { ExecutionService } from "../gen/openexec/v1/execution_pb.js";
 import { InfoService } from "../gen/openexec/v1/info_pb.js";
-import { ExecutionStatus } from "../gen/openexec/v1/receipt_pb.js";
+import { Authorization, ExecutionStatus } from "../gen/openexec/v1/receipt_pb.js";
 import { reasonOf } from "../src/api/connect-errors.js";
 import { packageRoot } from "../src/version.js";
 import { clientFor, protocols } from "./support/clients.js";
@@ -48,6 +48,8 @@ describe("one port, every protocol", () => {
         assert.equal(first.action, "add");
         assert.equal(first.status, ExecutionStatus.EXECUTED);
         assert.equal(first.replayed, false);
+        assert.equal(first.approved, true);
+        assert.equal(first.authorization, Authorization.DEMO);
         assert.deepEqual(first.result?.kind.case, "structValue");
         const again = await client.execute({ action: "add", payload: { b: 2, a: 1.5 }, nonce });
         assert.equal(again.replayed, true);

@@ -2,6 +2,8 @@ import assert from "node:assert/strict";
 import { execFile } from "node:child_process";
 import { after, before, describe, it } from "node:test";
 import { promisify } from "node:util";
+import { fromBinary } from "@bufbuild/protobuf";
+import { Authorization, ReceiptSchema } from "../gen/openexec/v1/receipt_pb.js";
 import { type ServerProcess, scratchDir, spawnServer } from "./support/test-server.js";
 
 const exec = promisify(execFile);
@@ -65,7 +67,13 @@ describe("reference quickstart", () => {
     const first = await curl(quickstart.execute);
     assert.equal(first.action, "echo");
     assert.deepEqual(first.result, { echo: { msg: "hello" } });
-    assert.equal(first.approved, false);
+    // Demo mode approves every registered action, as the original answers; it says how.
+    assert.equal(first.approved, true);
+    assert.equal(first.authorization, "demo");
+    assert.equal(
+      fromBinary(ReceiptSchema, Buffer.from(first.signed_receipt.payload, "base64")).authorization,
+      Authorization.DEMO,
+    );
     assert.equal(first.replayed, false);
     assert.match(first.id, /^[0-9a-f-]{36}$/);
     assert.match(first.receipt, /^[0-9a-f]{64}$/);
@@ -75,6 +83,8 @@ describe("reference quickstart", () => {
     assert.equal(replay.replayed, true);
     assert.equal(replay.id, first.id);
     assert.equal(replay.receipt, first.receipt);
+    assert.equal(replay.approved, true);
+    assert.equal(replay.authorization, "demo");
     assert.deepEqual(replay.result, first.result);
 
     // Receipt verification in the original's form: result as a string of JSON text.

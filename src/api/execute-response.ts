@@ -2,23 +2,29 @@ import { create, fromBinary, fromJson, type JsonValue } from "@bufbuild/protobuf
 import { NullValue, type Value, ValueSchema } from "@bufbuild/protobuf/wkt";
 import { type SignedEnvelope, SignedEnvelopeSchema } from "../../gen/openexec/v1/envelope_pb.js";
 import { type ExecuteResponse, ExecuteResponseSchema } from "../../gen/openexec/v1/execution_pb.js";
-import { ExecutionStatus, ReceiptSchema } from "../../gen/openexec/v1/receipt_pb.js";
+import { Authorization, ExecutionStatus, ReceiptSchema } from "../../gen/openexec/v1/receipt_pb.js";
 import type { ExecuteOutcome } from "../execution/executor.js";
-import { type EncodedReceipt, receiptPayloadType } from "../receipts/receipt.js";
+import { authorizationOf, type EncodedReceipt, receiptPayloadType } from "../receipts/receipt.js";
 
 /** The Execute answer for an outcome, identical for first runs and replays but for `replayed`. */
 export function toExecuteResponse(outcome: ExecuteOutcome): ExecuteResponse {
   const { execution } = outcome;
+  const status = execution.status === "executed" ? ExecutionStatus.EXECUTED : ExecutionStatus.FAILED;
+  const authorization = authorizationOf(status, execution.approvalDigest);
   return create(ExecuteResponseSchema, {
     id: execution.executionId,
     action: execution.action,
     result: execution.status === "executed" ? jsonToValue(execution.result) : nullValue(),
-    approved: execution.approvalDigest !== undefined,
+    // Every answered execution was authorised: demo mode approves every
+    // registered, allowed action (as the original answers), clawshield mode only
+    // a verified approval. `authorization` says which.
+    approved: authorization !== Authorization.UNSPECIFIED,
     receipt: execution.receipt.digest.toString("hex"),
     replayed: outcome.replayed,
-    status: execution.status === "executed" ? ExecutionStatus.EXECUTED : ExecutionStatus.FAILED,
+    status,
     reason: execution.status === "failed" ? execution.reason : "",
     signedReceipt: signedReceiptOf(execution.receipt),
+    authorization,
   });
 }
 

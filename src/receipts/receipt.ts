@@ -1,7 +1,7 @@
 import { createHash, verify } from "node:crypto";
 import { create, toBinary } from "@bufbuild/protobuf";
 import { timestampFromMs } from "@bufbuild/protobuf/wkt";
-import { type ExecutionStatus, ReceiptSchema } from "../../gen/openexec/v1/receipt_pb.js";
+import { Authorization, ExecutionStatus, ReceiptSchema } from "../../gen/openexec/v1/receipt_pb.js";
 import { preAuthEncoding } from "../signing/dsse.js";
 import { isStrictSignatureShape, type VerificationKey } from "../signing/ed25519-keys.js";
 
@@ -60,10 +60,23 @@ export function encodeReceipt(facts: ReceiptFacts, signer: ReceiptSigner | undef
       logIndex: BigInt(facts.logIndex),
       logOrigin: facts.logOrigin,
       receiptKeyId: signer?.keyId ?? "",
+      authorization: authorizationOf(facts.status, facts.approvalDigest),
     }),
   );
   const signature = signer === undefined ? new Uint8Array(0) : signer.sign(preAuthEncoding(receiptPayloadType, body));
   return { body, digest: sha256(body), signature };
+}
+
+/**
+ * How an attempt was authorised, from what the ledger records of it: a denial
+ * by nothing; an execution by the signed approval it consumed, or else by demo
+ * mode (which approves every registered, allowed action and ignores artifacts).
+ */
+export function authorizationOf(status: ExecutionStatus, approvalDigest: Uint8Array | undefined): Authorization {
+  if (status === ExecutionStatus.DENIED || status === ExecutionStatus.UNSPECIFIED) {
+    return Authorization.UNSPECIFIED;
+  }
+  return approvalDigest !== undefined && approvalDigest.length > 0 ? Authorization.SIGNED_APPROVAL : Authorization.DEMO;
 }
 
 export function sha256(bytes: Uint8Array): Buffer {

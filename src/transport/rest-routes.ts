@@ -205,7 +205,8 @@ function decodeArtifact(value: JsonValue | undefined): Uint8Array {
 
 /**
  * The documented shape {"id","action","result","approved","receipt","replayed"}
- * plus "status" (and "reason" on failure) in lower case, and "signed_receipt".
+ * plus "status" (and "reason" on failure) and "authorization" ("demo" or
+ * "signed_approval") in lower case, and "signed_receipt".
  */
 function restExecuteBody(response: JsonObject, executed: boolean): JsonObject {
   const status = executed ? ExecutionStatus.EXECUTED : ExecutionStatus.FAILED;
@@ -218,6 +219,9 @@ function restExecuteBody(response: JsonObject, executed: boolean): JsonObject {
     replayed: response.replayed ?? false,
     status: ExecutionStatus[status].toLowerCase(),
     ...(response.reason === undefined ? {} : { reason: response.reason }),
+    authorization: String(response.authorization ?? "")
+      .replace(/^AUTHORIZATION_/, "")
+      .toLowerCase(),
     ...(response.signed_receipt === undefined ? {} : { signed_receipt: response.signed_receipt }),
   };
 }

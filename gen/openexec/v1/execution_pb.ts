@@ -8,7 +8,7 @@ import type { Value } from "@bufbuild/protobuf/wkt";
 import { file_google_protobuf_struct } from "@bufbuild/protobuf/wkt";
 import type { SignedEnvelope } from "./envelope_pb.js";
 import { file_openexec_v1_envelope } from "./envelope_pb.js";
-import type { ExecutionStatus } from "./receipt_pb.js";
+import type { Authorization, ExecutionStatus } from "./receipt_pb.js";
 import { file_openexec_v1_receipt } from "./receipt_pb.js";
 import type { JsonObject, Message } from "@bufbuild/protobuf";
 
@@ -16,7 +16,7 @@ import type { JsonObject, Message } from "@bufbuild/protobuf";
  * Describes the file openexec/v1/execution.proto.
  */
 export const file_openexec_v1_execution: GenFile = /*@__PURE__*/
-  fileDesc("ChtvcGVuZXhlYy92MS9leGVjdXRpb24ucHJvdG8SC29wZW5leGVjLnYxInQKDkV4ZWN1dGVSZXF1ZXN0Eg4KBmFjdGlvbhgBIAEoCRIoCgdwYXlsb2FkGAIgASgLMhcuZ29vZ2xlLnByb3RvYnVmLlN0cnVjdBINCgVub25jZRgDIAEoCRIZChFhcHByb3ZhbF9hcnRpZmFjdBgEIAEoDCL9AQoPRXhlY3V0ZVJlc3BvbnNlEgoKAmlkGAEgASgJEg4KBmFjdGlvbhgCIAEoCRImCgZyZXN1bHQYAyABKAsyFi5nb29nbGUucHJvdG9idWYuVmFsdWUSEAoIYXBwcm92ZWQYBCABKAgSDwoHcmVjZWlwdBgFIAEoCRIQCghyZXBsYXllZBgGIAEoCBIsCgZzdGF0dXMYByABKA4yHC5vcGVuZXhlYy52MS5FeGVjdXRpb25TdGF0dXMSDgoGcmVhc29uGAggASgJEjMKDnNpZ25lZF9yZWNlaXB0GAkgASgLMhsub3BlbmV4ZWMudjEuU2lnbmVkRW52ZWxvcGUiYAoUVmVyaWZ5UmVjZWlwdFJlcXVlc3QSDwoHZXhlY19pZBgBIAEoCRImCgZyZXN1bHQYAiABKAsyFi5nb29nbGUucHJvdG9idWYuVmFsdWUSDwoHcmVjZWlwdBgDIAEoCSImChVWZXJpZnlSZWNlaXB0UmVzcG9uc2USDQoFdmFsaWQYASABKAgysAEKEEV4ZWN1dGlvblNlcnZpY2USRAoHRXhlY3V0ZRIbLm9wZW5leGVjLnYxLkV4ZWN1dGVSZXF1ZXN0Ghwub3BlbmV4ZWMudjEuRXhlY3V0ZVJlc3BvbnNlElYKDVZlcmlmeVJlY2VpcHQSIS5vcGVuZXhlYy52MS5WZXJpZnlSZWNlaXB0UmVxdWVzdBoiLm9wZW5leGVjLnYxLlZlcmlmeVJlY2VpcHRSZXNwb25zZWIGcHJvdG8z", [file_google_protobuf_struct, file_openexec_v1_envelope, file_openexec_v1_receipt]);
+  fileDesc("ChtvcGVuZXhlYy92MS9leGVjdXRpb24ucHJvdG8SC29wZW5leGVjLnYxInQKDkV4ZWN1dGVSZXF1ZXN0Eg4KBmFjdGlvbhgBIAEoCRIoCgdwYXlsb2FkGAIgASgLMhcuZ29vZ2xlLnByb3RvYnVmLlN0cnVjdBINCgVub25jZRgDIAEoCRIZChFhcHByb3ZhbF9hcnRpZmFjdBgEIAEoDCKwAgoPRXhlY3V0ZVJlc3BvbnNlEgoKAmlkGAEgASgJEg4KBmFjdGlvbhgCIAEoCRImCgZyZXN1bHQYAyABKAsyFi5nb29nbGUucHJvdG9idWYuVmFsdWUSEAoIYXBwcm92ZWQYBCABKAgSDwoHcmVjZWlwdBgFIAEoCRIQCghyZXBsYXllZBgGIAEoCBIsCgZzdGF0dXMYByABKA4yHC5vcGVuZXhlYy52MS5FeGVjdXRpb25TdGF0dXMSDgoGcmVhc29uGAggASgJEjMKDnNpZ25lZF9yZWNlaXB0GAkgASgLMhsub3BlbmV4ZWMudjEuU2lnbmVkRW52ZWxvcGUSMQoNYXV0aG9yaXphdGlvbhgKIAEoDjIaLm9wZW5leGVjLnYxLkF1dGhvcml6YXRpb24iYAoUVmVyaWZ5UmVjZWlwdFJlcXVlc3QSDwoHZXhlY19pZBgBIAEoCRImCgZyZXN1bHQYAiABKAsyFi5nb29nbGUucHJvdG9idWYuVmFsdWUSDwoHcmVjZWlwdBgDIAEoCSImChVWZXJpZnlSZWNlaXB0UmVzcG9uc2USDQoFdmFsaWQYASABKAgysAEKEEV4ZWN1dGlvblNlcnZpY2USRAoHRXhlY3V0ZRIbLm9wZW5leGVjLnYxLkV4ZWN1dGVSZXF1ZXN0Ghwub3BlbmV4ZWMudjEuRXhlY3V0ZVJlc3BvbnNlElYKDVZlcmlmeVJlY2VpcHQSIS5vcGVuZXhlYy52MS5WZXJpZnlSZWNlaXB0UmVxdWVzdBoiLm9wZW5leGVjLnYxLlZlcmlmeVJlY2VpcHRSZXNwb25zZWIGcHJvdG8z", [file_google_protobuf_struct, file_openexec_v1_envelope, file_openexec_v1_receipt]);
 
 /**
  * @generated from message openexec.v1.ExecuteRequest
@@ -84,7 +84,9 @@ export type ExecuteResponse = Message<"openexec.v1.ExecuteResponse"> & {
   result?: Value | undefined;
 
   /**
-   * True when a verified approval authorised the execution (clawshield mode).
+   * True when the execution was authorised: by a verified approval
+   * (clawshield mode) or by demo mode, which approves every registered,
+   * allowed action (as the original OpenExec answers). `authorization` says which.
    *
    * @generated from field: bool approved = 4;
    */
@@ -124,6 +126,13 @@ export type ExecuteResponse = Message<"openexec.v1.ExecuteResponse"> & {
    * @generated from field: openexec.v1.SignedEnvelope signed_receipt = 9;
    */
   signedReceipt?: SignedEnvelope | undefined;
+
+  /**
+   * How the execution was authorised: DEMO or SIGNED_APPROVAL (also in the receipt).
+   *
+   * @generated from field: openexec.v1.Authorization authorization = 10;
+   */
+  authorization: Authorization;
 };
 
 /**

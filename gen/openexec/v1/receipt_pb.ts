@@ -12,7 +12,7 @@ import type { Message } from "@bufbuild/protobuf";
  * Describes the file openexec/v1/receipt.proto.
  */
 export const file_openexec_v1_receipt: GenFile = /*@__PURE__*/
-  fileDesc("ChlvcGVuZXhlYy92MS9yZWNlaXB0LnByb3RvEgtvcGVuZXhlYy52MSLIAgoHUmVjZWlwdBIUCgxleGVjdXRpb25faWQYASABKAkSEQoJdGVuYW50X2lkGAIgASgJEg4KBmFjdGlvbhgDIAEoCRINCgVub25jZRgEIAEoCRIWCg5wYXlsb2FkX2RpZ2VzdBgFIAEoDBIXCg9hcHByb3ZhbF9kaWdlc3QYBiABKAwSFQoNcmVzdWx0X2RpZ2VzdBgHIAEoDBIsCgZzdGF0dXMYCCABKA4yHC5vcGVuZXhlYy52MS5FeGVjdXRpb25TdGF0dXMSDgoGcmVhc29uGAkgASgJEjAKDGxvZ2ljYWxfdGltZRgKIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASEQoJbG9nX2luZGV4GAsgASgEEhYKDnJlY2VpcHRfa2V5X2lkGAwgASgJEhIKCmxvZ19vcmlnaW4YDSABKAkqrgEKD0V4ZWN1dGlvblN0YXR1cxIgChxFWEVDVVRJT05fU1RBVFVTX1VOU1BFQ0lGSUVEEAASHQoZRVhFQ1VUSU9OX1NUQVRVU19FWEVDVVRFRBABEhsKF0VYRUNVVElPTl9TVEFUVVNfRkFJTEVEEAISGwoXRVhFQ1VUSU9OX1NUQVRVU19ERU5JRUQQAxIgChxFWEVDVVRJT05fU1RBVFVTX0lOVEVSUlVQVEVEEARiBnByb3RvMw", [file_google_protobuf_timestamp]);
+  fileDesc("ChlvcGVuZXhlYy92MS9yZWNlaXB0LnByb3RvEgtvcGVuZXhlYy52MSL7AgoHUmVjZWlwdBIUCgxleGVjdXRpb25faWQYASABKAkSEQoJdGVuYW50X2lkGAIgASgJEg4KBmFjdGlvbhgDIAEoCRINCgVub25jZRgEIAEoCRIWCg5wYXlsb2FkX2RpZ2VzdBgFIAEoDBIXCg9hcHByb3ZhbF9kaWdlc3QYBiABKAwSFQoNcmVzdWx0X2RpZ2VzdBgHIAEoDBIsCgZzdGF0dXMYCCABKA4yHC5vcGVuZXhlYy52MS5FeGVjdXRpb25TdGF0dXMSDgoGcmVhc29uGAkgASgJEjAKDGxvZ2ljYWxfdGltZRgKIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASEQoJbG9nX2luZGV4GAsgASgEEhYKDnJlY2VpcHRfa2V5X2lkGAwgASgJEhIKCmxvZ19vcmlnaW4YDSABKAkSMQoNYXV0aG9yaXphdGlvbhgOIAEoDjIaLm9wZW5leGVjLnYxLkF1dGhvcml6YXRpb24qrgEKD0V4ZWN1dGlvblN0YXR1cxIgChxFWEVDVVRJT05fU1RBVFVTX1VOU1BFQ0lGSUVEEAASHQoZRVhFQ1VUSU9OX1NUQVRVU19FWEVDVVRFRBABEhsKF0VYRUNVVElPTl9TVEFUVVNfRkFJTEVEEAISGwoXRVhFQ1VUSU9OX1NUQVRVU19ERU5JRUQQAxIgChxFWEVDVVRJT05fU1RBVFVTX0lOVEVSUlVQVEVEEAQqaQoNQXV0aG9yaXphdGlvbhIdChlBVVRIT1JJWkFUSU9OX1VOU1BFQ0lGSUVEEAASFgoSQVVUSE9SSVpBVElPTl9ERU1PEAESIQodQVVUSE9SSVpBVElPTl9TSUdORURfQVBQUk9WQUwQAmIGcHJvdG8z", [file_google_protobuf_timestamp]);
 
 /**
  * Evidence of one attempt. Raw payloads and results never appear here, only
@@ -104,6 +104,13 @@ export type Receipt = Message<"openexec.v1.Receipt"> & {
    * @generated from field: string log_origin = 13;
    */
   logOrigin: string;
+
+  /**
+   * How the execution was authorised; UNSPECIFIED for denials.
+   *
+   * @generated from field: openexec.v1.Authorization authorization = 14;
+   */
+  authorization: Authorization;
 };
 
 /**
@@ -158,4 +165,38 @@ export enum ExecutionStatus {
  */
 export const ExecutionStatusSchema: GenEnum<ExecutionStatus> = /*@__PURE__*/
   enumDesc(file_openexec_v1_receipt, 0);
+
+/**
+ * What authorised an execution to run.
+ *
+ * @generated from enum openexec.v1.Authorization
+ */
+export enum Authorization {
+  /**
+   * Nothing did: the attempt was denied (or the receipt predates this field).
+   *
+   * @generated from enum value: AUTHORIZATION_UNSPECIFIED = 0;
+   */
+  UNSPECIFIED = 0,
+
+  /**
+   * Demo mode: every registered, allowed action is approved without an artifact.
+   *
+   * @generated from enum value: AUTHORIZATION_DEMO = 1;
+   */
+  DEMO = 1,
+
+  /**
+   * A signed approval artifact, verified offline (clawshield mode).
+   *
+   * @generated from enum value: AUTHORIZATION_SIGNED_APPROVAL = 2;
+   */
+  SIGNED_APPROVAL = 2,
+}
+
+/**
+ * Describes the enum openexec.v1.Authorization.
+ */
+export const AuthorizationSchema: GenEnum<Authorization> = /*@__PURE__*/
+  enumDesc(file_openexec_v1_receipt, 1);
 
