@@ -1,0 +1,168 @@
+import { emptyRoot, hashSize, nodeHash } from "../receipts/merkle-tree.js";
+import { type LeafRange, rangeNodes, type TreeNode } from "./proof-plan.js";
+import { hashesAtLevel, tileHeight, tileWidth } from "./tile-path.js";
+
+/** A tile's hashes as stored: `width` hashes of 32 bytes, concatenated. */
+export interface TileHashes {
+  readonly level: number;
+  readonly index: number;
+  /** width * 32 bytes. */
+  readonly hashes: Uint8Array;
+}
+
+/** Where stored tiles are read from: the newest stored version of each (a tile only ever grows). */
+export interface TileReader {
+  /** One entry per id, undefined when no such tile is stored. */
+  readTiles(ids: readonly { readonly level: number; readonly index: number }[]): Promise<(Uint8Array | undefined)[]>;
+}
+
+export class TileError extends Error {
+  override readonly name = "TileError";
+}
+
+/**
+ * The right edge of a tiled tree, in memory: the partial tile of every level.
+ * Appending leaves yields the tiles to persist (in the same transaction as the
+ * leaves); the root is computed from the edge alone. Restoring it at start
+ * reads one tile per level, never every leaf.
+ */
+export class TreeEdge {
+  #size = 0;
+  /** Per level, the hashes of its partial tile (fewer than 256). */
+  readonly #edges: Buffer[][] = [];
+
+  /** The edge of a tree of `size` leaves from its stored partial tiles (`partial(level)` reads one). */
+  static restore(size: number, partial: (level: number, index: number) => Uint8Array | undefined): TreeEdge {
+    const edge = new TreeEdge();
+    for (let level = 0; hashesAtLevel(size, level) > 0; level++) {
+      const count = hashesAtLevel(size, level);
+      const width = count % tileWidth;
+      const hashes: Buffer[] = [];
+      if (width > 0) {
+        const stored = partial(level, Math.floor(count / tileWidth));
+        if (stored === undefined || stored.length < width * hashSize) {
+          throw new TileError(
+            `tile ${level}/${Math.floor(count / tileWidth)} is missing or holds under ${width} hashes`,
+          );
+        }
+        for (let i = 0; i < width; i++) hashes.push(Buffer.from(stored.subarray(i * hashSize, (i + 1) * hashSize)));
+      }
+      edge.#edges[level] = hashes;
+    }
+    edge.#size = size;
+    return edge;
+  }
+
+  get size(): number {
+    return this.#size;
+  }
+
+  /**
+   * Appends leaf hashes; returns every tile they changed, each with all its
+   * hashes so far (full tiles once, at 256; the partial edge of each level).
+   */
+  append(leafHashes: readonly Uint8Array[]): TileHashes[] {
+    const changed = new Map<string, TileHashes>();
+    const push = (level: number, hash: Buffer): void => {
+      const edge = this.#edges[level] ?? [];
+      this.#edges[level] = edge;
+      edge.push(hash);
+      const index = Math.floor((hashesAtLevel(this.#size, level) - 1) / tileWidth);
+      changed.set(`${level}/${index}`, { level, index, hashes: Buffer.concat(edge) });
+      if (edge.length === tileWidth) {
+        this.#edges[level] = [];
+        push(level + 1, foldLevels(edge, tileHeight));
+      }
+    };
+    for (const leaf of leafHashes) {
+      if (leaf.length !== hashSize) throw new TileError(`a leaf hash must be ${hashSize} bytes`);
+      this.#size++;
+      push(0, Buffer.from(leaf));
+    }
+    return [...changed.values()];
+  }
+
+  /** MTH of the whole tree, from the edge alone. */
+  root(): Buffer {
+    if (this.#size === 0) return emptyRoot();
+    return foldRange(
+      rangeNodes({ start: 0, end: this.#size }).map((node) => {
+        const level = Math.floor(node.height / tileHeight);
+        const span = 2 ** (node.height % tileHeight);
+        const edge = this.#edges[level] ?? [];
+        // The edge of `level` starts at the last multiple of 256 level-hashes.
+        const edgeStart = hashesAtLevel(this.#size, level) - edge.length;
+        const first = node.index * span - edgeStart;
+        return foldLevels(edge.slice(first, first + span), node.height % tileHeight);
+      }),
+    );
+  }
+}
+
+/**
+ * The proof elements of `plan` (MTH of each range) read from stored tiles:
+ * the complete subtrees each range folds, each taken from the one tile that
+ * holds it and hashed up at most 7 levels. O(log size) tiles, one read.
+ */
+export async function proofFromTiles(plan: readonly LeafRange[], reader: TileReader): Promise<Buffer[]> {
+  const nodesByRange = plan.map((range) => rangeNodes(range));
+  const places = nodesByRange.flat().map(placeOf);
+  const ids = [...new Map(places.map((p) => [`${p.level}/${p.tile}`, { level: p.level, index: p.tile }])).values()];
+  const tiles = await reader.readTiles(ids);
+  const byKey = new Map(ids.map((id, i) => [`${id.level}/${id.index}`, tiles[i]]));
+  let next = 0;
+  return nodesByRange.map((nodes) =>
+    foldRange(
+      nodes.map(() => {
+        const place = places[next++] as NodePlace;
+        const tile = byKey.get(`${place.level}/${place.tile}`);
+        const end = (place.offset + place.span) * hashSize;
+        if (tile === undefined || tile.length < end) {
+          throw new TileError(`tile ${place.level}/${place.tile} is missing or too short for this proof`);
+        }
+        const hashes: Buffer[] = [];
+        for (let at = place.offset * hashSize; at < end; at += hashSize) {
+          hashes.push(Buffer.from(tile.subarray(at, at + hashSize)));
+        }
+        return foldLevels(hashes, place.lift);
+      }),
+    ),
+  );
+}
+
+/** Where a complete subtree's hashes sit: `span` entries from `offset` in tile (level, tile), hashed up `lift` levels. */
+interface NodePlace {
+  readonly level: number;
+  readonly tile: number;
+  readonly offset: number;
+  readonly span: number;
+  readonly lift: number;
+}
+
+function placeOf(node: TreeNode): NodePlace {
+  const level = Math.floor(node.height / tileHeight);
+  const lift = node.height % tileHeight;
+  const span = 2 ** lift;
+  const first = node.index * span;
+  return { level, tile: Math.floor(first / tileWidth), offset: first % tileWidth, span, lift };
+}
+
+/** The root of 2^levels hashes of one tree level: pair neighbours, `levels` times. */
+function foldLevels(hashes: readonly Buffer[], levels: number): Buffer {
+  let level = hashes;
+  for (let i = 0; i < levels; i++) {
+    const up: Buffer[] = [];
+    for (let j = 0; j + 1 < level.length; j += 2) up.push(nodeHash(level[j] as Buffer, level[j + 1] as Buffer));
+    level = up;
+  }
+  if (level.length !== 1) throw new TileError("a subtree must fold to one hash");
+  return level[0] as Buffer;
+}
+
+/** node(n1, node(n2, ... nk)): the root of a range from its complete subtrees, left to right. */
+function foldRange(nodes: readonly Buffer[]): Buffer {
+  let root = nodes.at(-1);
+  if (root === undefined) return emptyRoot();
+  for (let i = nodes.length - 2; i >= 0; i--) root = nodeHash(nodes[i] as Buffer, root);
+  return root;
+}
