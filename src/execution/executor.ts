@@ -1,4 +1,4 @@
-import { createHash, randomUUID, timingSafeEqual } from "node:crypto";
+import { createHash, timingSafeEqual } from "node:crypto";
 import type { JsonObject } from "@bufbuild/protobuf";
 import { Code } from "@connectrpc/connect";
 import { ActionInputError, type AnyAction, isValidActionName } from "../actions/action.js";
@@ -16,6 +16,7 @@ import type {
   Reservation,
   ReserveOutcome,
 } from "../ledger/store.js";
+import { TimeOrderedIds } from "../ledger/time-ordered-id.js";
 import type { Logger } from "../log/logger.js";
 import { nonceCharacters, type RequestLimits } from "./request-limits.js";
 import { runHandler } from "./run-handler.js";
@@ -63,6 +64,8 @@ interface Settled {
 export class Executor {
   readonly #options: ExecutorOptions;
   readonly #now: () => Date;
+  /** Execution and attempt ids: UUIDv7, so the ledger's indexes grow at their right edge. */
+  readonly #ids = new TimeOrderedIds();
   /** One in-flight run per (tenant, nonce) in this process; duplicates await it. */
   readonly #inflight = new Map<string, Promise<Settled>>();
   #draining = false;
@@ -97,7 +100,7 @@ export class Executor {
     const decision = await this.#authorise(subject, now);
     // 4. Once: reserve the nonce (and consume the approval) durably, run, record.
     const reservation: Reservation = {
-      executionId: randomUUID(),
+      executionId: this.#ids.next(),
       tenantId,
       nonce,
       action: action.name,
@@ -175,7 +178,7 @@ export class Executor {
     try {
       const denied = await store.recordDenial({
         ...attempt,
-        attemptId: randomUUID(),
+        attemptId: this.#ids.next(),
         reason: rejection.reason,
         logicalTime: now,
       });
