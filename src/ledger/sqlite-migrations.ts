@@ -83,6 +83,28 @@ export const sqliteMigrations: readonly { readonly version: number; readonly nam
       );
     `,
   },
+  {
+    version: 5,
+    name: "leases and tiles",
+    sql: `
+      -- A pending reservation belongs to one process instance until its lease runs out.
+      ALTER TABLE executions ADD COLUMN lease_owner TEXT;
+      ALTER TABLE executions ADD COLUMN lease_until_ms INTEGER;
+      -- The log's tree as C2SP tiles of 256 hashes: the newest version of each tile.
+      CREATE TABLE log_tiles (
+        level      INTEGER NOT NULL CHECK (level >= 0),
+        tile_index INTEGER NOT NULL CHECK (tile_index >= 0),
+        hashes     BLOB NOT NULL CHECK (length(hashes) % 32 = 0 AND length(hashes) BETWEEN 32 AND 8192),
+        PRIMARY KEY (level, tile_index)
+      ) WITHOUT ROWID;
+      -- The log's committed size: the next leaf index.
+      CREATE TABLE log_state (
+        id   INTEGER PRIMARY KEY CHECK (id = 1),
+        size INTEGER NOT NULL CHECK (size >= 0)
+      );
+      INSERT INTO log_state (id, size) SELECT 1, coalesce(max(leaf_index) + 1, 0) FROM log_leaves;
+    `,
+  },
 ];
 
 export const latestSqliteSchemaVersion = sqliteMigrations.reduce((max, m) => Math.max(max, m.version), 0);

@@ -57,6 +57,14 @@ export class TreeEdge {
     return this.#size;
   }
 
+  /** An independent copy: append to it, and keep this one if the append is not committed. */
+  clone(): TreeEdge {
+    const copy = new TreeEdge();
+    copy.#size = this.#size;
+    for (const [level, hashes] of this.#edges.entries()) copy.#edges[level] = [...(hashes ?? [])];
+    return copy;
+  }
+
   /**
    * Appends leaf hashes; returns every tile they changed, each with all its
    * hashes so far (full tiles once, at 256; the partial edge of each level).

@@ -1,0 +1,162 @@
+/**
+ * What the ledger domain needs from storage, and nothing more: plain rows in,
+ * plain rows out, inside one transaction. An adapter (SQLite, PostgreSQL)
+ * persists and reads; it never signs, computes an effect or picks a log index
+ * (the recorder does, src/ledger/recorder.ts). Rows hold only Uint8Array,
+ * strings and numbers, so an adapter can live in a worker thread or behind a
+ * network connection. Every adapter passes the same contract suite
+ * (test/ledger-contract.ts).
+ */
+
+/** A receipt as stored: its exact bytes, their SHA-256, and the executor's signature over them. */
+export interface ReceiptRow {
+  readonly body: Uint8Array;
+  readonly digest: Uint8Array;
+  readonly signature: Uint8Array;
+}
+
+export type ExecutionStatusName = "pending" | "executed" | "failed" | "interrupted";
+
+/** One row per (tenant, nonce): the execution that owns the nonce. */
+export interface ExecutionRow {
+  readonly executionId: string;
+  readonly tenantId: string;
+  readonly nonce: string;
+  readonly action: string;
+  readonly payloadDigest: Uint8Array;
+  /** The consumed approval's id (single use per tenant) and digest; undefined in demo mode. */
+  readonly approvalId: string | undefined;
+  readonly approvalDigest: Uint8Array | undefined;
+  readonly logicalTimeMs: number;
+  readonly status: ExecutionStatusName;
+  /** pending: the process instance running it, and until when its lease holds. */
+  readonly leaseOwner: string | undefined;
+  readonly leaseUntilMs: number | undefined;
+  /** failed, interrupted: the reason code. */
+  readonly reason: string | undefined;
+  /** executed: the result as JSON text, and the SHA-256 of its canonical encoding. */
+  readonly resultJson: string | undefined;
+  readonly resultDigest: Uint8Array | undefined;
+  /** Every finished row has one. */
+  readonly receipt: ReceiptRow | undefined;
+}
+
+/** How a pending row is finished. */
+export interface ExecutionFinish {
+  readonly status: Exclude<ExecutionStatusName, "pending">;
+  readonly reason: string | undefined;
+  readonly resultJson: string | undefined;
+  readonly resultDigest: Uint8Array | undefined;
+  readonly receipt: ReceiptRow;
+}
+
+/** A refused attempt: evidence, but it reserves nothing. */
+export interface DenialRow {
+  readonly attemptId: string;
+  readonly tenantId: string;
+  readonly nonce: string;
+  readonly action: string;
+  readonly payloadDigest: Uint8Array;
+  readonly approvalDigest: Uint8Array | undefined;
+  readonly reason: string;
+  readonly logicalTimeMs: number;
+  readonly receipt: ReceiptRow;
+}
+
+/** One leaf of the transparency log: the hash of a receipt, and the row it stands for. */
+export interface LeafRow {
+  readonly index: number;
+  readonly hash: Uint8Array;
+  readonly kind: "execution" | "denial";
+  readonly entryId: string;
+}
+
+/** A tile of the log's tree (C2SP tlog-tiles): `hashes` is width * 32 bytes, the newest version. */
+export interface TileRow {
+  readonly level: number;
+  readonly index: number;
+  readonly hashes: Uint8Array;
+}
+
+/** A signed checkpoint (C2SP signed note) of the tree at one size. */
+export interface CheckpointRow {
+  readonly treeSize: number;
+  readonly rootHash: Uint8Array;
+  readonly note: string;
+}
+
+/**
+ * One transaction on the ledger. Everything written through it commits
+ * together or not at all; `savepoint` scopes one write so that its failure
+ * undoes only its own rows (group commit: one bad write never takes its batch
+ * neighbours with it).
+ */
+export interface LedgerTransaction {
+  savepoint<T>(write: () => Promise<T>): Promise<T>;
+
+  findExecution(tenantId: string, nonce: string): Promise<ExecutionRow | undefined>;
+  findExecutionById(executionId: string): Promise<ExecutionRow | undefined>;
+  isApprovalUsed(tenantId: string, approvalId: string): Promise<boolean>;
+  /** Inserts a new row; false (and nothing written) when (tenant, nonce) is taken. */
+  insertExecution(row: ExecutionRow): Promise<boolean>;
+  /** Finishes a pending row; false when it is not pending (or not there). */
+  finishExecution(executionId: string, finish: ExecutionFinish): Promise<boolean>;
+  /** Extends the leases `owner` holds on these pending rows; returns how many it still holds. */
+  renewLeases(owner: string, executionIds: readonly string[], untilMs: number): Promise<number>;
+  /** Pending rows whose lease ran out before `nowMs` (oldest first, at most `limit`). */
+  expiredReservations(nowMs: number, limit: number): Promise<ExecutionRow[]>;
+
+  readCounter(tenantId: string, key: string): Promise<number | undefined>;
+  writeCounter(tenantId: string, key: string, value: number): Promise<void>;
+
+  insertDenial(row: DenialRow): Promise<void>;
+
+  /** The log's size as last committed (locks the log's state where replicas share it). */
+  readLogSize(): Promise<number>;
+  /** Stored tiles, as LedgerReader.readTiles, inside this transaction. */
+  readTiles(ids: readonly { readonly level: number; readonly index: number }[]): Promise<(Uint8Array | undefined)[]>;
+  /** Appends leaves (their indices continue the log) and the tiles they changed; records the new size. */
+  appendLog(leaves: readonly LeafRow[], tiles: readonly TileRow[], size: number): Promise<void>;
+  insertCheckpoint(row: CheckpointRow): Promise<void>;
+}
+
+/** Reads that need no transaction: what replays, proofs, verification and audit ask. */
+export interface LedgerReader {
+  findExecution(tenantId: string, nonce: string): Promise<ExecutionRow | undefined>;
+  findExecutionById(executionId: string): Promise<ExecutionRow | undefined>;
+  findDenialById(attemptId: string): Promise<DenialRow | undefined>;
+  logSize(): Promise<number>;
+  /** The newest stored version of each tile; undefined where none is stored. */
+  readTiles(ids: readonly { readonly level: number; readonly index: number }[]): Promise<(Uint8Array | undefined)[]>;
+  latestCheckpoint(): Promise<CheckpointRow | undefined>;
+  checkpointAt(treeSize: number): Promise<CheckpointRow | undefined>;
+}
+
+/** A ledger storage adapter: transactions, reads, readiness and lifecycle. */
+export interface LedgerStorage extends LedgerReader {
+  readonly schemaVersion: number;
+  /** Runs `work` in one transaction; commits when it resolves, rolls back when it throws. */
+  transaction<T>(work: (tx: LedgerTransaction) => Promise<T>): Promise<T>;
+  /** Throws StoreFailure when the storage cannot serve (readiness). */
+  check(): Promise<void>;
+  close(): Promise<void>;
+}
+
+/** Why storage failed: callers answer `unavailable` with 503 and retry; `bug` is logged with its cause. */
+export type StoreFailureKind = "unavailable" | "bug";
+
+/** A typed storage failure, with the driver's error as its cause. */
+export class StoreFailure extends Error {
+  override readonly name = "StoreFailure";
+  constructor(
+    readonly kind: StoreFailureKind,
+    message: string,
+    options?: { cause?: unknown },
+  ) {
+    super(message, options);
+  }
+}
+
+export function isStoreFailure(error: unknown): error is StoreFailure {
+  return error instanceof StoreFailure;
+}

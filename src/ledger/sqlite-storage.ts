@@ -1,0 +1,434 @@
+import Database from "better-sqlite3";
+import { TreeEdge } from "../tlog/tiled-tree.js";
+import type {
+  CheckpointRow,
+  DenialRow,
+  ExecutionFinish,
+  ExecutionRow,
+  LeafRow,
+  LedgerStorage,
+  LedgerTransaction,
+  ReceiptRow,
+  TileRow,
+} from "./ports.js";
+import { StoreFailure } from "./ports.js";
+import { latestSqliteSchemaVersion, sqliteMigrations } from "./sqlite-migrations.js";
+
+interface ExecutionColumns {
+  execution_id: string;
+  tenant_id: string;
+  nonce: string;
+  action: string;
+  payload_digest: Buffer;
+  approval_id: string | null;
+  approval_digest: Buffer | null;
+  logical_time_ms: number;
+  status: ExecutionRow["status"];
+  lease_owner: string | null;
+  lease_until_ms: number | null;
+  reason: string | null;
+  result_json: string | null;
+  result_digest: Buffer | null;
+  receipt: Buffer | null;
+  receipt_digest: Buffer | null;
+  receipt_signature: Buffer | null;
+}
+
+interface DenialColumns {
+  attempt_id: string;
+  tenant_id: string;
+  nonce: string;
+  action: string;
+  payload_digest: Buffer;
+  approval_digest: Buffer | null;
+  reason: string;
+  logical_time_ms: number;
+  receipt: Buffer;
+  receipt_digest: Buffer;
+  receipt_signature: Buffer | null;
+}
+
+interface CheckpointColumns {
+  tree_size: number;
+  root_hash: Buffer;
+  note: string;
+}
+
+/**
+ * The ledger's rows in one SQLite file, behind the storage ports: it persists
+ * and reads, nothing else. Transactions are serialised on the one connection,
+ * and a read never runs inside another caller's open transaction (it would
+ * see rows that may yet roll back): it waits for the transaction to end.
+ */
+export class SqliteStorage implements LedgerStorage {
+  readonly schemaVersion: number;
+  readonly #db: Database.Database;
+  readonly #sql;
+  /** The transaction in progress, if any: reads and the next transaction wait for it. */
+  #busy: Promise<unknown> | undefined;
+
+  constructor(db: Database.Database, schemaVersion: number) {
+    this.#db = db;
+    this.schemaVersion = schemaVersion;
+    this.#sql = {
+      byKey: db.prepare<[string, string], ExecutionColumns>(
+        "SELECT * FROM executions WHERE tenant_id = ? AND nonce = ?",
+      ),
+      byId: db.prepare<[string], ExecutionColumns>("SELECT * FROM executions WHERE execution_id = ?"),
+      denialById: db.prepare<[string], DenialColumns>("SELECT * FROM denials WHERE attempt_id = ?"),
+      approvalUsed: db.prepare<[string, string], { one: number }>(
+        "SELECT 1 AS one FROM executions WHERE tenant_id = ? AND approval_id = ?",
+      ),
+      insert: db.prepare(`
+        INSERT INTO executions (execution_id, tenant_id, nonce, action, payload_digest, approval_id,
+          approval_digest, logical_time_ms, status, lease_owner, lease_until_ms, reason, result_json,
+          result_digest, receipt, receipt_digest, receipt_signature)
+        VALUES (@executionId, @tenantId, @nonce, @action, @payloadDigest, @approvalId,
+          @approvalDigest, @logicalTimeMs, @status, @leaseOwner, @leaseUntilMs, @reason, @resultJson,
+          @resultDigest, @receipt, @receiptDigest, @receiptSignature)
+        ON CONFLICT DO NOTHING`),
+      finish: db.prepare(`
+        UPDATE executions SET status = @status, reason = @reason, result_json = @resultJson,
+          result_digest = @resultDigest, receipt = @receipt, receipt_digest = @receiptDigest,
+          receipt_signature = @receiptSignature, lease_owner = NULL, lease_until_ms = NULL
+        WHERE execution_id = @executionId AND status = 'pending'`),
+      renew: db.prepare<[number, string, string]>(
+        "UPDATE executions SET lease_until_ms = ? WHERE execution_id = ? AND lease_owner = ? AND status = 'pending'",
+      ),
+      expired: db.prepare<[number, number], ExecutionColumns>(`
+        SELECT * FROM executions WHERE status = 'pending' AND coalesce(lease_until_ms, 0) < ?
+        ORDER BY logical_time_ms LIMIT ?`),
+      counter: db.prepare<[string, string], { value: number }>(
+        "SELECT value FROM counters WHERE tenant_id = ? AND key = ?",
+      ),
+      setCounter: db.prepare(`
+        INSERT INTO counters (tenant_id, key, value) VALUES (?, ?, ?)
+        ON CONFLICT (tenant_id, key) DO UPDATE SET value = excluded.value`),
+      insertDenial: db.prepare(`
+        INSERT INTO denials (attempt_id, tenant_id, nonce, action, payload_digest, approval_digest,
+          reason, logical_time_ms, receipt, receipt_digest, receipt_signature)
+        VALUES (@attemptId, @tenantId, @nonce, @action, @payloadDigest, @approvalDigest,
+          @reason, @logicalTimeMs, @receipt, @receiptDigest, @receiptSignature)`),
+      logSize: db.prepare<[], { size: number }>("SELECT size FROM log_state WHERE id = 1"),
+      setLogSize: db.prepare<[number]>("UPDATE log_state SET size = ? WHERE id = 1"),
+      insertLeaf: db.prepare<[number, Buffer, string, string]>(
+        "INSERT INTO log_leaves (leaf_index, leaf_hash, entry_kind, entry_id) VALUES (?, ?, ?, ?)",
+      ),
+      tile: db.prepare<[number, number], { hashes: Buffer }>(
+        "SELECT hashes FROM log_tiles WHERE level = ? AND tile_index = ?",
+      ),
+      putTile: db.prepare<[number, number, Buffer]>(`
+        INSERT INTO log_tiles (level, tile_index, hashes) VALUES (?, ?, ?)
+        ON CONFLICT (level, tile_index) DO UPDATE SET hashes = excluded.hashes
+        WHERE length(excluded.hashes) > length(log_tiles.hashes)`),
+      latestCheckpoint: db.prepare<[], CheckpointColumns>("SELECT * FROM checkpoints ORDER BY tree_size DESC LIMIT 1"),
+      checkpointAt: db.prepare<[number], CheckpointColumns>("SELECT * FROM checkpoints WHERE tree_size = ?"),
+      insertCheckpoint: db.prepare<[number, Buffer, string, number]>(
+        "INSERT INTO checkpoints (tree_size, root_hash, note, created_at_ms) VALUES (?, ?, ?, ?) ON CONFLICT DO NOTHING",
+      ),
+    };
+  }
+
+  async transaction<T>(work: (tx: LedgerTransaction) => Promise<T>): Promise<T> {
+    while (this.#busy !== undefined) await this.#busy.catch(() => undefined);
+    const run = this.#transactionNow(work);
+    this.#busy = run;
+    try {
+      return await run;
+    } finally {
+      this.#busy = undefined;
+    }
+  }
+
+  async #transactionNow<T>(work: (tx: LedgerTransaction) => Promise<T>): Promise<T> {
+    const db = this.#db;
+    this.#guard(() => db.exec("BEGIN IMMEDIATE"));
+    let savepoints = 0;
+    const sql = this.#sql;
+    const tx: LedgerTransaction = {
+      savepoint: async (write) => {
+        const name = `w${savepoints++}`;
+        db.exec(`SAVEPOINT ${name}`);
+        try {
+          const value = await write();
+          db.exec(`RELEASE ${name}`);
+          return value;
+        } catch (error) {
+          db.exec(`ROLLBACK TO ${name}; RELEASE ${name}`);
+          throw error;
+        }
+      },
+      findExecution: async (tenantId, nonce) => fromExecution(sql.byKey.get(tenantId, nonce)),
+      findExecutionById: async (id) => fromExecution(sql.byId.get(id)),
+      isApprovalUsed: async (tenantId, approvalId) => sql.approvalUsed.get(tenantId, approvalId) !== undefined,
+      insertExecution: async (row) => sql.insert.run(toExecution(row)).changes === 1,
+      finishExecution: async (executionId, finish) =>
+        sql.finish.run({ executionId, ...toFinish(finish) }).changes === 1,
+      renewLeases: async (owner, ids, untilMs) => {
+        let held = 0;
+        for (const id of ids) held += sql.renew.run(untilMs, id, owner).changes;
+        return held;
+      },
+      expiredReservations: async (nowMs, limit) =>
+        sql.expired.all(nowMs, limit).map((row) => fromExecution(row) as ExecutionRow),
+      readCounter: async (tenantId, key) => sql.counter.get(tenantId, key)?.value,
+      writeCounter: async (tenantId, key, value) => {
+        sql.setCounter.run(tenantId, key, value);
+      },
+      insertDenial: async (row) => {
+        sql.insertDenial.run(toDenial(row));
+      },
+      readLogSize: async () => sql.logSize.get()?.size ?? 0,
+      readTiles: async (ids) => this.#tiles(ids),
+      appendLog: async (leaves, tiles, size) => this.#appendLog(leaves, tiles, size),
+      insertCheckpoint: async (row) => {
+        sql.insertCheckpoint.run(row.treeSize, Buffer.from(row.rootHash), row.note, Date.now());
+      },
+    };
+    try {
+      const value = await work(tx);
+      this.#guard(() => db.exec("COMMIT"));
+      return value;
+    } catch (error) {
+      if (db.inTransaction) db.exec("ROLLBACK");
+      throw error;
+    }
+  }
+
+  #appendLog(leaves: readonly LeafRow[], tiles: readonly TileRow[], size: number): void {
+    for (const leaf of leaves) {
+      this.#sql.insertLeaf.run(leaf.index, Buffer.from(leaf.hash), leaf.kind, leaf.entryId);
+    }
+    for (const tile of tiles) this.#sql.putTile.run(tile.level, tile.index, Buffer.from(tile.hashes));
+    this.#sql.setLogSize.run(size);
+  }
+
+  #tiles(ids: readonly { readonly level: number; readonly index: number }[]): (Uint8Array | undefined)[] {
+    return ids.map((id) => this.#sql.tile.get(id.level, id.index)?.hashes);
+  }
+
+  async findExecution(tenantId: string, nonce: string): Promise<ExecutionRow | undefined> {
+    return this.#read(() => fromExecution(this.#sql.byKey.get(tenantId, nonce)));
+  }
+
+  async findExecutionById(executionId: string): Promise<ExecutionRow | undefined> {
+    return this.#read(() => fromExecution(this.#sql.byId.get(executionId)));
+  }
+
+  async findDenialById(attemptId: string): Promise<DenialRow | undefined> {
+    return this.#read(() => {
+      const row = this.#sql.denialById.get(attemptId);
+      return row === undefined ? undefined : fromDenial(row);
+    });
+  }
+
+  async logSize(): Promise<number> {
+    return this.#read(() => this.#sql.logSize.get()?.size ?? 0);
+  }
+
+  async readTiles(ids: readonly { readonly level: number; readonly index: number }[]) {
+    return this.#read(() => this.#tiles(ids));
+  }
+
+  async latestCheckpoint(): Promise<CheckpointRow | undefined> {
+    return this.#read(() => fromCheckpoint(this.#sql.latestCheckpoint.get()));
+  }
+
+  async checkpointAt(treeSize: number): Promise<CheckpointRow | undefined> {
+    return this.#read(() => fromCheckpoint(this.#sql.checkpointAt.get(treeSize)));
+  }
+
+  async check(): Promise<void> {
+    await this.#read(() => this.#db.prepare("SELECT 1").get());
+  }
+
+  async close(): Promise<void> {
+    while (this.#busy !== undefined) await this.#busy.catch(() => undefined);
+    if (this.#db.open) this.#db.close();
+  }
+
+  /** Reads wait for an open transaction on this connection, then run. */
+  async #read<T>(read: () => T): Promise<T> {
+    while (this.#busy !== undefined) await this.#busy.catch(() => undefined);
+    return this.#guard(read);
+  }
+
+  #guard<T>(operation: () => T): T {
+    try {
+      return operation();
+    } catch (error) {
+      throw new StoreFailure("unavailable", `ledger I/O failed: ${(error as Error).message}`, { cause: error });
+    }
+  }
+}
+
+function toExecution(row: ExecutionRow) {
+  return {
+    executionId: row.executionId,
+    tenantId: row.tenantId,
+    nonce: row.nonce,
+    action: row.action,
+    payloadDigest: Buffer.from(row.payloadDigest),
+    approvalId: row.approvalId ?? null,
+    approvalDigest: row.approvalDigest === undefined ? null : Buffer.from(row.approvalDigest),
+    logicalTimeMs: row.logicalTimeMs,
+    status: row.status,
+    leaseOwner: row.leaseOwner ?? null,
+    leaseUntilMs: row.leaseUntilMs ?? null,
+    reason: row.reason ?? null,
+    resultJson: row.resultJson ?? null,
+    resultDigest: row.resultDigest === undefined ? null : Buffer.from(row.resultDigest),
+    ...toReceiptColumns(row.receipt),
+  };
+}
+
+function toFinish(finish: ExecutionFinish) {
+  return {
+    status: finish.status,
+    reason: finish.reason ?? null,
+    resultJson: finish.resultJson ?? null,
+    resultDigest: finish.resultDigest === undefined ? null : Buffer.from(finish.resultDigest),
+    ...toReceiptColumns(finish.receipt),
+  };
+}
+
+function toDenial(row: DenialRow) {
+  return {
+    attemptId: row.attemptId,
+    tenantId: row.tenantId,
+    nonce: row.nonce,
+    action: row.action,
+    payloadDigest: Buffer.from(row.payloadDigest),
+    approvalDigest: row.approvalDigest === undefined ? null : Buffer.from(row.approvalDigest),
+    reason: row.reason,
+    logicalTimeMs: row.logicalTimeMs,
+    ...toReceiptColumns(row.receipt),
+  };
+}
+
+function toReceiptColumns(receipt: ReceiptRow | undefined) {
+  return {
+    receipt: receipt === undefined ? null : Buffer.from(receipt.body),
+    receiptDigest: receipt === undefined ? null : Buffer.from(receipt.digest),
+    receiptSignature: receipt === undefined ? null : Buffer.from(receipt.signature),
+  };
+}
+
+function fromExecution(row: ExecutionColumns | undefined): ExecutionRow | undefined {
+  if (row === undefined) return undefined;
+  return {
+    executionId: row.execution_id,
+    tenantId: row.tenant_id,
+    nonce: row.nonce,
+    action: row.action,
+    payloadDigest: row.payload_digest,
+    approvalId: row.approval_id ?? undefined,
+    approvalDigest: row.approval_digest ?? undefined,
+    logicalTimeMs: row.logical_time_ms,
+    status: row.status,
+    leaseOwner: row.lease_owner ?? undefined,
+    leaseUntilMs: row.lease_until_ms ?? undefined,
+    reason: row.reason ?? undefined,
+    resultJson: row.result_json ?? undefined,
+    resultDigest: row.result_digest ?? undefined,
+    receipt:
+      row.receipt === null || row.receipt_digest === null
+        ? undefined
+        : { body: row.receipt, digest: row.receipt_digest, signature: row.receipt_signature ?? new Uint8Array(0) },
+  };
+}
+
+function fromDenial(row: DenialColumns): DenialRow {
+  return {
+    attemptId: row.attempt_id,
+    tenantId: row.tenant_id,
+    nonce: row.nonce,
+    action: row.action,
+    payloadDigest: row.payload_digest,
+    approvalDigest: row.approval_digest ?? undefined,
+    reason: row.reason,
+    logicalTimeMs: row.logical_time_ms,
+    receipt: { body: row.receipt, digest: row.receipt_digest, signature: row.receipt_signature ?? new Uint8Array(0) },
+  };
+}
+
+function fromCheckpoint(row: CheckpointColumns | undefined): CheckpointRow | undefined {
+  return row === undefined ? undefined : { treeSize: row.tree_size, rootHash: row.root_hash, note: row.note };
+}
+
+/** Opens (creating and migrating) a ledger file for SqliteStorage. */
+export function openSqliteStorage(path: string): SqliteStorage {
+  const db = new Database(path);
+  db.pragma("journal_mode = WAL");
+  db.pragma("synchronous = FULL");
+  const version = migrateSqlite(db);
+  backfillTiles(db);
+  return new SqliteStorage(db, version);
+}
+
+/**
+ * Ledgers from before tiles (schema 4) hold leaves but no tiles: build them
+ * once from the leaves, in one transaction, then never again. Also repairs a
+ * log size that disagrees with the leaves.
+ */
+function backfillTiles(db: Database.Database): void {
+  const leaves = db.prepare<[], { size: number }>("SELECT coalesce(max(leaf_index) + 1, 0) AS size FROM log_leaves");
+  const size = leaves.get()?.size ?? 0;
+  const stored = db.prepare<[], { size: number }>("SELECT size FROM log_state WHERE id = 1").get()?.size;
+  const lastTile =
+    size === 0
+      ? undefined
+      : db
+          .prepare<[number], { hashes: Buffer }>("SELECT hashes FROM log_tiles WHERE level = 0 AND tile_index = ?")
+          .get(Math.floor((size - 1) / 256));
+  const covered = size === 0 || (lastTile !== undefined && lastTile.hashes.length >= (((size - 1) % 256) + 1) * 32);
+  if (stored === size && covered) return;
+  db.transaction(() => {
+    db.exec("DELETE FROM log_tiles");
+    const edge = new TreeEdge();
+    const put = db.prepare<[number, number, Buffer]>(`
+      INSERT INTO log_tiles (level, tile_index, hashes) VALUES (?, ?, ?)
+      ON CONFLICT (level, tile_index) DO UPDATE SET hashes = excluded.hashes`);
+    const page = db.prepare<[number, number], { leaf_hash: Buffer }>(
+      "SELECT leaf_hash FROM log_leaves WHERE leaf_index >= ? AND leaf_index < ? ORDER BY leaf_index",
+    );
+    for (let start = 0; start < size; start += 65_536) {
+      const hashes = page.all(start, Math.min(size, start + 65_536)).map((row) => row.leaf_hash);
+      for (const tile of edge.append(hashes)) put.run(tile.level, tile.index, Buffer.from(tile.hashes));
+    }
+    db.prepare(
+      "INSERT INTO log_state (id, size) VALUES (1, ?) ON CONFLICT (id) DO UPDATE SET size = excluded.size",
+    ).run(size);
+  }).immediate();
+}
+
+function schemaVersionOf(db: Database.Database): number {
+  const table = db.prepare("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'schema_migrations'").get();
+  if (table === undefined) return 0;
+  return (
+    db.prepare<[], { version: number | null }>("SELECT max(version) AS version FROM schema_migrations").get()
+      ?.version ?? 0
+  );
+}
+
+/** Runs the numbered migrations this file lacks, each in its own transaction. */
+export function migrateSqlite(db: Database.Database): number {
+  db.exec(`CREATE TABLE IF NOT EXISTS schema_migrations (
+    version INTEGER PRIMARY KEY, name TEXT NOT NULL, applied_at_ms INTEGER NOT NULL)`);
+  const current = schemaVersionOf(db);
+  if (current > latestSqliteSchemaVersion) {
+    throw new StoreFailure(
+      "unavailable",
+      `the ledger has schema version ${current}, newer than this build knows (${latestSqliteSchemaVersion}); upgrade OpenExec`,
+    );
+  }
+  const record = db.prepare("INSERT INTO schema_migrations (version, name, applied_at_ms) VALUES (?, ?, ?)");
+  for (const migration of sqliteMigrations) {
+    if (migration.version <= current) continue;
+    db.transaction(() => {
+      db.exec(migration.sql);
+      record.run(migration.version, migration.name, Date.now());
+    }).immediate();
+  }
+  return latestSqliteSchemaVersion;
+}

@@ -1,0 +1,381 @@
+import assert from "node:assert/strict";
+import { createHash, generateKeyPairSync } from "node:crypto";
+import { after, before, describe, it } from "node:test";
+import { fromBinary } from "@bufbuild/protobuf";
+import { ExecutionStatus, ReceiptSchema } from "../gen/openexec/v1/receipt_pb.js";
+import type { ExecutionRow, LedgerStorage } from "../src/ledger/ports.js";
+import {
+  type LedgerCompletion,
+  LedgerRecorder,
+  type LedgerWrite,
+  type ReservationFacts,
+  type WriteOutcome,
+  type WriteResult,
+} from "../src/ledger/recorder.js";
+import { parseSignedCheckpoint } from "../src/receipts/checkpoint.js";
+import { leafHash, verifyConsistency, verifyInclusion } from "../src/receipts/merkle-tree.js";
+import { verifyReceiptSignature } from "../src/receipts/receipt.js";
+import { loadReceiptKey } from "../src/receipts/receipt-key.js";
+import { consistencyPlan, inclusionPlan } from "../src/tlog/proof-plan.js";
+import { proofFromTiles } from "../src/tlog/tiled-tree.js";
+import { scratchDir } from "./support/test-server.js";
+
+/** A fresh, empty ledger storage, and how to open the same ledger again. */
+export interface StorageFixture {
+  readonly storage: LedgerStorage;
+  reopen(): Promise<LedgerStorage>;
+  cleanup(): Promise<void>;
+}
+
+const digest = (text: string) => createHash("sha256").update(text).digest();
+
+/**
+ * Every ledger semantic, against one storage adapter through the recorder:
+ * SQLite today, PostgreSQL next. Assertions read stored rows, never logs.
+ */
+export function ledgerContract(name: string, newFixture: (dir: string) => Promise<StorageFixture>): void {
+  describe(`ledger contract: ${name}`, () => {
+    const dir = scratchDir("openexec-contract-");
+    const { privateKey } = generateKeyPairSync("ed25519");
+    const key = loadReceiptKey(
+      privateKey.export({ format: "pem", type: "pkcs8" }).toString(),
+      `${dir.path}/unused.pem`,
+    );
+    const origin = `openexec/${key.public.keyId}`;
+    const issuer = { signer: { keyId: key.public.keyId, sign: key.sign }, logOrigin: origin };
+    let fixture: StorageFixture;
+    let storage: LedgerStorage;
+    let recorder: LedgerRecorder;
+    let sequence = 0;
+
+    before(async () => {
+      fixture = await newFixture(dir.path);
+      storage = fixture.storage;
+      recorder = await LedgerRecorder.open(storage, issuer);
+    });
+    after(async () => {
+      await fixture.cleanup();
+      dir.cleanup();
+    });
+
+    const reservation = (nonce: string, overrides: Partial<ReservationFacts> = {}): ReservationFacts => ({
+      executionId: `exec-${++sequence}`,
+      tenantId: "acme",
+      nonce,
+      action: "echo",
+      payloadDigest: digest(nonce),
+      approval: undefined,
+      logicalTimeMs: 1_700_000_000_000 + sequence,
+      ...overrides,
+    });
+    const executed = (result: object): LedgerCompletion => ({
+      kind: "executed",
+      effect: { kind: "result", result: result as never, resultDigest: digest(JSON.stringify(result)) },
+    });
+    const commit = (...writes: LedgerWrite[]) => recorder.commit(storage, writes);
+    const one = async (write: LedgerWrite): Promise<WriteOutcome> => {
+      const [result] = await commit(write);
+      assert.ok(result?.ok, `write failed: ${result?.ok === false ? String(result.error) : "no result"}`);
+      return result.outcome;
+    };
+    const receiptOf = (row: ExecutionRow) => fromBinary(ReceiptSchema, row.receipt?.body ?? new Uint8Array());
+
+    describe("reserve, replay, conflict", () => {
+      it("reserves a new nonce as a pending row leased to its owner", async () => {
+        const r = reservation("r-1");
+        assert.deepEqual(await one({ kind: "reserve", reservation: r, leaseOwner: "p1", leaseUntilMs: 5000 }), {
+          kind: "reserved",
+        });
+        const row = await storage.findExecution("acme", "r-1");
+        assert.equal(row?.status, "pending");
+        assert.equal(row?.executionId, r.executionId);
+        assert.equal(row?.leaseOwner, "p1");
+        assert.equal(row?.leaseUntilMs, 5000);
+        assert.equal(row?.receipt, undefined);
+      });
+
+      it("a taken nonce answers the row that holds it, and writes nothing", async () => {
+        const again = await one({
+          kind: "reserve",
+          reservation: reservation("r-1"),
+          leaseOwner: "p2",
+          leaseUntilMs: 9000,
+        });
+        assert.equal(again.kind, "existing");
+        assert.equal(again.kind === "existing" && again.row.leaseOwner, "p1");
+        const recorded = await one({ kind: "record", reservation: reservation("r-1"), completion: executed({}) });
+        assert.equal(recorded.kind, "existing");
+      });
+
+      it("the same nonce in another tenant is another key", async () => {
+        const outcome = await one({
+          kind: "record",
+          reservation: reservation("r-1", { tenantId: "other" }),
+          completion: executed({ ok: 1 }),
+        });
+        assert.equal(outcome.kind, "recorded");
+      });
+    });
+
+    describe("finishing", () => {
+      it("completes a reservation with result, digest and a signed, logged receipt", async () => {
+        const r = reservation("c-1");
+        await one({ kind: "reserve", reservation: r, leaseOwner: "p1", leaseUntilMs: 5000 });
+        const done = await one({ kind: "complete", executionId: r.executionId, completion: executed({ v: 1 }) });
+        assert.equal(done.kind, "recorded");
+        const row = await storage.findExecutionById(r.executionId);
+        assert.equal(row?.status, "executed");
+        assert.equal(row?.resultJson, '{"v":1}');
+        assert.equal(row?.leaseOwner, undefined);
+        const receipt = row?.receipt;
+        assert.ok(receipt !== undefined);
+        assert.deepEqual(Buffer.from(receipt.digest), createHash("sha256").update(receipt.body).digest());
+        assert.ok(verifyReceiptSignature(key.public, receipt.body, receipt.signature));
+        const facts = receiptOf(row as ExecutionRow);
+        assert.equal(facts.status, ExecutionStatus.EXECUTED);
+        assert.equal(facts.executionId, r.executionId);
+        assert.equal(facts.logOrigin, origin);
+      });
+
+      it("completing a row that is not pending fails that write only", async () => {
+        const r = reservation("c-2");
+        const [bad, good] = await commit(
+          { kind: "complete", executionId: "no-such-execution", completion: executed({}) },
+          { kind: "record", reservation: r, completion: executed({ fine: true }) },
+        );
+        assert.equal(bad?.ok, false);
+        assert.equal((bad as Extract<WriteResult, { ok: false }>).error instanceof Error, true);
+        assert.equal(good?.ok, true);
+        assert.equal((await storage.findExecution("acme", "c-2"))?.status, "executed");
+      });
+
+      it("records a failure with its reason and no result", async () => {
+        const outcome = await one({
+          kind: "record",
+          reservation: reservation("f-1"),
+          completion: { kind: "failed", reason: "handler_error" },
+        });
+        assert.ok(outcome.kind === "recorded");
+        assert.equal(outcome.row.status, "failed");
+        assert.equal(outcome.row.reason, "handler_error");
+        assert.equal(outcome.row.resultJson, undefined);
+        assert.equal(receiptOf(outcome.row).reason, "handler_error");
+      });
+    });
+
+    describe("effects", () => {
+      const add = (nonce: string, delta: number): LedgerWrite => ({
+        kind: "record",
+        reservation: reservation(nonce, { action: "counter.add" }),
+        completion: { kind: "executed", effect: { kind: "counter_add", key: "k", delta } },
+      });
+
+      it("counter.add commits with its record; its result is the new total", async () => {
+        const first = await one(add("e-1", 5));
+        const second = await one(add("e-2", -2));
+        assert.ok(first.kind === "recorded" && second.kind === "recorded");
+        assert.equal(first.row.resultJson, '{"key":"k","value":5}');
+        assert.equal(second.row.resultJson, '{"key":"k","value":3}');
+      });
+
+      it("a replayed nonce never applies its delta again", async () => {
+        assert.equal((await one(add("e-1", 5))).kind, "existing");
+        const third = await one(add("e-3", 0));
+        assert.ok(third.kind === "recorded");
+        assert.equal(third.row.resultJson, '{"key":"k","value":3}');
+      });
+
+      it("an overflow is a failure that leaves the counter alone", async () => {
+        const big = await one(add("e-4", Number.MAX_SAFE_INTEGER));
+        assert.ok(big.kind === "recorded");
+        assert.equal(big.row.status, "failed");
+        assert.equal(big.row.reason, "counter_overflow");
+        const after = await one(add("e-5", 0));
+        assert.ok(after.kind === "recorded");
+        assert.equal(after.row.resultJson, '{"key":"k","value":3}');
+      });
+    });
+
+    describe("approvals and denials", () => {
+      it("an approval id is single use per tenant", async () => {
+        const approval = { approvalId: "appr-1", digest: digest("appr-1") };
+        assert.equal(
+          (await one({ kind: "record", reservation: reservation("a-1", { approval }), completion: executed({}) })).kind,
+          "recorded",
+        );
+        assert.deepEqual(
+          await one({ kind: "record", reservation: reservation("a-2", { approval }), completion: executed({}) }),
+          { kind: "approval_used" },
+        );
+        assert.equal(await storage.findExecution("acme", "a-2"), undefined);
+      });
+
+      it("a denial is recorded with a receipt and reserves nothing", async () => {
+        const outcome = await one({
+          kind: "deny",
+          denial: {
+            attemptId: "deny-1",
+            tenantId: "acme",
+            nonce: "d-1",
+            action: "echo",
+            payloadDigest: digest("d"),
+            approvalDigest: undefined,
+            reason: "action_not_allowed",
+            logicalTimeMs: 1,
+          },
+        });
+        assert.equal(outcome.kind, "denied");
+        const row = await storage.findDenialById("deny-1");
+        assert.equal(row?.reason, "action_not_allowed");
+        assert.equal(fromBinary(ReceiptSchema, row?.receipt.body ?? new Uint8Array()).status, ExecutionStatus.DENIED);
+        assert.equal(await storage.findExecution("acme", "d-1"), undefined);
+      });
+    });
+
+    describe("leases", () => {
+      it("only expired leases are interrupted, with a receipt; live ones and other owners' renewals are kept", async () => {
+        const mine = reservation("l-1");
+        const theirs = reservation("l-2");
+        await one({ kind: "reserve", reservation: mine, leaseOwner: "p1", leaseUntilMs: 10_000 });
+        await one({ kind: "reserve", reservation: theirs, leaseOwner: "p2", leaseUntilMs: 10_000 });
+        // A renewal by someone who does not hold the lease changes nothing.
+        assert.deepEqual(await one({ kind: "renew", owner: "p2", executionIds: [mine.executionId], untilMs: 99_000 }), {
+          kind: "renewed",
+          held: 0,
+        });
+        assert.deepEqual(
+          await one({ kind: "renew", owner: "p2", executionIds: [theirs.executionId], untilMs: 20_000 }),
+          { kind: "renewed", held: 1 },
+        );
+        const early = await one({ kind: "interrupt_expired", nowMs: 9_999, limit: 100 });
+        assert.ok(early.kind === "interrupted");
+        assert.ok(!early.rows.some((row) => [mine.executionId, theirs.executionId].includes(row.executionId)));
+        const late = await one({ kind: "interrupt_expired", nowMs: 15_000, limit: 100 });
+        assert.ok(late.kind === "interrupted");
+        assert.ok(late.rows.some((row) => row.executionId === mine.executionId));
+        assert.ok(!late.rows.some((row) => row.executionId === theirs.executionId));
+        const row = await storage.findExecutionById(mine.executionId);
+        assert.equal(row?.status, "interrupted");
+        assert.equal(receiptOf(row as ExecutionRow).status, ExecutionStatus.INTERRUPTED);
+        assert.equal((await storage.findExecutionById(theirs.executionId))?.status, "pending");
+        // An interrupted execution is never completed afterwards.
+        const [late2] = await commit({ kind: "complete", executionId: mine.executionId, completion: executed({}) });
+        assert.equal(late2?.ok, false);
+      });
+    });
+
+    describe("storage ports", () => {
+      it("a failed savepoint undoes only its own writes; the transaction commits the rest", async () => {
+        await storage.transaction(async (tx) => {
+          await assert.rejects(
+            tx.savepoint(async () => {
+              await tx.writeCounter("acme", "sp-undone", 1);
+              throw new Error("this write fails after writing");
+            }),
+          );
+          await tx.writeCounter("acme", "sp-kept", 2);
+        });
+        const [undone, kept] = await storage.transaction(async (tx) => [
+          await tx.readCounter("acme", "sp-undone"),
+          await tx.readCounter("acme", "sp-kept"),
+        ]);
+        assert.equal(undone, undefined);
+        assert.equal(kept, 2);
+      });
+
+      it("a transaction that throws leaves nothing behind", async () => {
+        await assert.rejects(
+          storage.transaction(async (tx) => {
+            await tx.writeCounter("acme", "tx-undone", 1);
+            throw new Error("the whole transaction fails");
+          }),
+        );
+        assert.equal(await storage.transaction((tx) => tx.readCounter("acme", "tx-undone")), undefined);
+      });
+    });
+
+    describe("one log", () => {
+      it("receipts take gap-free log indices in commit order, across batches", async () => {
+        const outcomes = await commit(
+          ...Array.from(
+            { length: 300 },
+            (_, i): LedgerWrite => ({
+              kind: "record",
+              reservation: reservation(`log-${i}`),
+              completion: executed({ i }),
+            }),
+          ),
+        );
+        const size = await storage.logSize();
+        assert.equal(size, recorder.logSize);
+        const indices = outcomes.map((o) => {
+          assert.ok(o.ok && o.outcome.kind === "recorded");
+          return Number(receiptOf(o.outcome.row).logIndex);
+        });
+        assert.deepEqual(
+          indices,
+          Array.from({ length: 300 }, (_, i) => size - 300 + i),
+        );
+      });
+
+      it("tiles prove every receipt's inclusion and the log's consistency against signed checkpoints", async () => {
+        const noteSigner = key.noteSigner(origin);
+        const first = await recorder.checkpoint(storage, noteSigner);
+        assert.deepEqual(await recorder.checkpoint(storage, noteSigner), first, "one checkpoint per size");
+        await commit({ kind: "record", reservation: reservation("log-more"), completion: executed({}) });
+        const second = await recorder.checkpoint(storage, noteSigner);
+        assert.equal(second.treeSize, first.treeSize + 1);
+        assert.deepEqual(await storage.latestCheckpoint(), second);
+        assert.deepEqual(await storage.checkpointAt(first.treeSize), first);
+        const parsed = parseSignedCheckpoint(second.note);
+        assert.ok(typeof parsed !== "string");
+        assert.equal(parsed.size, second.treeSize);
+
+        const row = await storage.findExecution("acme", "log-7");
+        const index = Number(receiptOf(row as ExecutionRow).logIndex);
+        const proof = await proofFromTiles(inclusionPlan(index, second.treeSize), storage);
+        assert.ok(
+          verifyInclusion(
+            leafHash(row?.receipt?.body ?? new Uint8Array()),
+            index,
+            second.treeSize,
+            proof,
+            second.rootHash,
+          ),
+        );
+        const consistency = await proofFromTiles(consistencyPlan(first.treeSize, second.treeSize), storage);
+        assert.ok(verifyConsistency(first.treeSize, second.treeSize, first.rootHash, second.rootHash, consistency));
+      });
+
+      it("two writers on one ledger share one gap-free log (each catches up before it numbers)", async () => {
+        const other = await LedgerRecorder.open(storage, issuer);
+        const a = await one({ kind: "record", reservation: reservation("w-a"), completion: executed({}) });
+        const [b] = await other.commit(storage, [
+          { kind: "record", reservation: reservation("w-b"), completion: executed({}) },
+        ]);
+        const c = await one({ kind: "record", reservation: reservation("w-c"), completion: executed({}) });
+        assert.ok(a.kind === "recorded" && b?.ok && b.outcome.kind === "recorded" && c.kind === "recorded");
+        const indices = [a.row, b.outcome.row, c.row].map((row) => Number(receiptOf(row).logIndex));
+        assert.deepEqual(indices, [indices[0], (indices[0] as number) + 1, (indices[0] as number) + 2]);
+        const checkpoint = await recorder.checkpoint(storage, key.noteSigner(origin));
+        const proof = await proofFromTiles(inclusionPlan(indices[1] as number, checkpoint.treeSize), storage);
+        const leaf = leafHash(b.outcome.row.receipt?.body ?? new Uint8Array());
+        assert.ok(verifyInclusion(leaf, indices[1] as number, checkpoint.treeSize, proof, checkpoint.rootHash));
+      });
+
+      it("reopened, the ledger and its log continue where they were", async () => {
+        const size = await storage.logSize();
+        const root = (await recorder.checkpoint(storage, key.noteSigner(origin))).rootHash;
+        storage = await fixture.reopen();
+        recorder = await LedgerRecorder.open(storage, issuer);
+        assert.equal(recorder.logSize, size);
+        assert.equal((await storage.findExecution("acme", "log-7"))?.status, "executed");
+        await one({ kind: "record", reservation: reservation("after-reopen"), completion: executed({}) });
+        const next = await recorder.checkpoint(storage, key.noteSigner(origin));
+        assert.equal(next.treeSize, size + 1);
+        const proof = await proofFromTiles(consistencyPlan(size, size + 1), storage);
+        assert.ok(verifyConsistency(size, size + 1, root, next.rootHash, proof));
+      });
+    });
+  });
+}
