@@ -45,10 +45,15 @@ describe("signed receipts in a transparency log", () => {
     const key = parsePublicKeyPem(pem);
     assert.equal(health.receipt_key.key_id, key.keyId);
     assert.equal(body.signed_receipt.signatures[0].key_id, key.keyId);
+    // Valid offline needs the log evidence as well: the checkpoint and proof of the receipt's bundle.
+    const fromBundle = evidenceFromBundle(pem, await bundleOf(server, body.id));
+    assert.ok(typeof fromBundle !== "string", String(fromBundle));
     const verdict = verifyReceiptOffline({
       publicKeyPem: pem,
       signedReceipt: fromJson(SignedEnvelopeSchema, body.signed_receipt),
       result: body.result,
+      checkpoint: fromBundle.checkpoint,
+      inclusionProof: fromBundle.inclusionProof,
     });
     assert.deepEqual(verdict.problems, []);
     assert.equal(verdict.receipt?.executionId, body.id);

@@ -11,7 +11,9 @@ export const verifyReceiptHelp = `Usage: openexec verify-receipt --key PUBLIC_KE
 
 Verifies a receipt offline, without the server: the executor's signature, the
 result against the receipt's result digest, the checkpoint's signature and the
-receipt's inclusion in the checkpoint's tree.
+receipt's inclusion in the checkpoint's tree. Valid requires exactly one
+signature (by --key), a checkpoint signed by that key for the receipt's log and
+an inclusion proof that verifies against it; the result is checked when given.
 
   --key FILE         the executor's receipt public key (GET /receipts/key, public_key_pem)
   --bundle FILE      a bundle from GET /receipts/bundle?exec_id=ID (receipt, checkpoint, proof)

@@ -20,6 +20,7 @@ import { TimeOrderedIds } from "../ledger/time-ordered-id.js";
 import type { Logger } from "../log/logger.js";
 import { nonceCharacters, type RequestLimits } from "./request-limits.js";
 import { runHandler } from "./run-handler.js";
+import { storedResultMatchesReceipt } from "./stored-result.js";
 
 /** An execution request, as every transport hands it over. */
 export interface ExecuteCommand {
@@ -242,6 +243,14 @@ export class Executor {
       record.status === "pending"
         ? await this.#awaitFinish(reservation, this.#options.limits.handlerTimeoutMs + 1000)
         : record;
+    // A replay serves the stored result only if it is still the one the receipt signs (fail closed).
+    if (finished.status === "executed" && !storedResultMatchesReceipt(finished)) {
+      this.#options.logger.error(
+        { executionId: finished.executionId },
+        "stored result does not match its receipt's result digest; not served",
+      );
+      throw new Rejection("store_unavailable", "the ledger is unavailable; retry later");
+    }
     return { record: finished, reservedId: undefined };
   }
 

@@ -20,7 +20,9 @@ import {
   type Reservation,
   type ReserveOutcome,
   type StoredCheckpoint,
+  type StoredCounter,
   StoreUnavailableError,
+  type UnloggedEntry,
 } from "./store.js";
 import { WriteBatcher } from "./write-batcher.js";
 
@@ -462,6 +464,38 @@ export class SqliteLedgerStore implements LedgerStore {
     } catch (error) {
       throw new StoreUnavailableError(`ledger read failed: ${(error as Error).message}`, { cause: error });
     }
+  }
+
+  async approvalIdOf(executionId: string): Promise<string | undefined> {
+    const row = this.#read(() =>
+      this.#db
+        .prepare<[string], { approval_id: string | null }>("SELECT approval_id FROM executions WHERE execution_id = ?")
+        .get(executionId),
+    );
+    return row?.approval_id ?? undefined;
+  }
+
+  async *counters(): AsyncGenerator<StoredCounter> {
+    const rows = this.#db
+      .prepare<[], { tenant_id: string; key: string; value: number }>(
+        "SELECT tenant_id, key, value FROM counters ORDER BY tenant_id, key",
+      )
+      .iterate();
+    for (const row of rows) yield { tenantId: row.tenant_id, key: row.key, value: row.value };
+  }
+
+  async *unloggedEntries(): AsyncGenerator<UnloggedEntry> {
+    const rows = this.#db
+      .prepare<[], { kind: "execution" | "denial"; entry_id: string }>(`
+        SELECT 'execution' AS kind, execution_id AS entry_id FROM executions e
+          WHERE status <> 'pending' AND NOT EXISTS (SELECT 1 FROM log_leaves l
+            WHERE l.entry_kind = 'execution' AND l.entry_id = e.execution_id)
+        UNION ALL
+        SELECT 'denial' AS kind, attempt_id AS entry_id FROM denials d
+          WHERE NOT EXISTS (SELECT 1 FROM log_leaves l WHERE l.entry_kind = 'denial' AND l.entry_id = d.attempt_id)
+        ORDER BY kind, entry_id`)
+      .iterate();
+    for (const row of rows) yield { kind: row.kind, entryId: row.entry_id };
   }
 }
 

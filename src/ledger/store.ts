@@ -55,6 +55,25 @@ export interface LedgerStore {
   /** Throws when the store cannot serve requests (readiness). */
   check(): Promise<void>;
   close(): Promise<void>;
+  /** The approval id an execution consumed; undefined when none is recorded (or no such execution). For audit. */
+  approvalIdOf(executionId: string): Promise<string | undefined>;
+  /** Every stored counter, by tenant and key (for audit). */
+  counters(): AsyncIterable<StoredCounter>;
+  /** Finished executions and denials that no log leaf names, in id order (for audit). */
+  unloggedEntries(): AsyncIterable<UnloggedEntry>;
+}
+
+/** One row of the counters table. */
+export interface StoredCounter {
+  readonly tenantId: string;
+  readonly key: string;
+  readonly value: number;
+}
+
+/** A finished execution or a denial with no log leaf. */
+export interface UnloggedEntry {
+  readonly kind: "execution" | "denial";
+  readonly entryId: string;
 }
 
 /** What is durably recorded before a handler runs. */

@@ -1,5 +1,5 @@
 import { timingSafeEqual } from "node:crypto";
-import { fromBinary } from "@bufbuild/protobuf";
+import { fromBinary, type JsonValue } from "@bufbuild/protobuf";
 import { timestampMs } from "@bufbuild/protobuf/wkt";
 import { ExecutionStatus, ReceiptSchema } from "../../gen/openexec/v1/receipt_pb.js";
 import { canonicalJsonDigest } from "../json/canonical-digest.js";
@@ -15,7 +15,7 @@ export interface AuditDivergence {
   readonly leaf_index?: number;
   readonly tree_size?: number;
   /** The table and row it names. */
-  readonly table?: "executions" | "denials" | "log_leaves" | "checkpoints";
+  readonly table?: "executions" | "denials" | "log_leaves" | "checkpoints" | "counters";
   readonly id?: string;
   readonly problem: string;
 }
@@ -49,6 +49,8 @@ export async function auditLedger(store: LedgerStore, key: VerificationKey): Pro
     first_divergence: divergence,
   });
 
+  /** The total each executed counter.add recorded last, by tenant and key, in log order. */
+  const counterTotals = new Map<string, number>();
   const empty = checkpoints.get(0);
   if (empty !== undefined && !empty.rootHash.equals(emptyRoot())) {
     return report({ tree_size: 0, table: "checkpoints", problem: "the empty tree's checkpoint has a wrong root" });
@@ -107,6 +109,18 @@ export async function auditLedger(store: LedgerStore, key: VerificationKey): Pro
       ],
     ].find(([same]) => !same);
     if (mismatch !== undefined) return report({ ...at, problem: `the row's ${mismatch[1]} differs from its receipt` });
+    // A consumed approval stays consumed: its single-use id must still be recorded.
+    if (record.status !== "denied" && record.approvalDigest !== undefined && record.approvalDigest.length > 0) {
+      const approvalId = await store.approvalIdOf(record.executionId);
+      if (approvalId === undefined || approvalId === "") {
+        return report({ ...at, problem: "the row's approval id is missing though its receipt records an approval" });
+      }
+    }
+    if (record.status === "executed" && record.action === "counter.add") {
+      const total = counterResult(record.result);
+      if (total === undefined) return report({ ...at, problem: "the row's counter.add result is not {key, value}" });
+      counterTotals.set(counterId(record.tenantId, total.key), total.value);
+    }
 
     frontier.append(entry.leafHash);
     const checkpoint = checkpoints.get(frontier.size);
@@ -123,7 +137,75 @@ export async function auditLedger(store: LedgerStore, key: VerificationKey): Pro
       problem: `a checkpoint covers ${beyond} leaves but the log holds ${frontier.size}`,
     });
   }
+  // The newest checkpoint covers the whole log (the server signs one at shutdown).
+  const newest = Math.max(-1, ...checkpoints.keys());
+  if (frontier.size > 0 && newest < frontier.size) {
+    return report({
+      leaf_index: Math.max(newest, 0),
+      tree_size: frontier.size,
+      table: "checkpoints",
+      problem:
+        newest < 0
+          ? `the log holds ${frontier.size} leaves but no checkpoint is stored`
+          : `no checkpoint covers the whole log: the newest covers ${newest} of ${frontier.size} leaves`,
+    });
+  }
+  // Every finished execution and every denial is a leaf of the log.
+  for await (const unlogged of store.unloggedEntries()) {
+    return report({
+      table: unlogged.kind === "execution" ? "executions" : "denials",
+      id: unlogged.entryId,
+      problem: "the row has no log leaf",
+    });
+  }
+  // Each counter is the total the last executed counter.add for its key recorded, and nothing else.
+  for await (const counter of store.counters()) {
+    const id = counterId(counter.tenantId, counter.key);
+    const expected = counterTotals.get(id);
+    if (expected === undefined) {
+      return report({
+        table: "counters",
+        id: counterName(id),
+        problem: "the counter has no executed counter.add in the log",
+      });
+    }
+    if (counter.value !== expected) {
+      return report({
+        table: "counters",
+        id: counterName(id),
+        problem: "the counter differs from the total its last executed counter.add recorded",
+      });
+    }
+    counterTotals.delete(id);
+  }
+  const [lost] = counterTotals.keys();
+  if (lost !== undefined) {
+    return report({
+      table: "counters",
+      id: counterName(lost),
+      problem: "the counter an executed counter.add recorded is missing",
+    });
+  }
   return report(undefined);
+}
+
+/** A counter's identity: tenant and key, unambiguously. */
+function counterId(tenantId: string, key: string): string {
+  return JSON.stringify([tenantId, key]);
+}
+
+/** How a counter is named in a report: `<tenant_id>/<key>`. */
+function counterName(id: string): string {
+  const [tenantId, key] = JSON.parse(id) as [string, string];
+  return `${tenantId}/${key}`;
+}
+
+/** The {key, value} a counter.add result records, if it has that shape. */
+function counterResult(result: JsonValue): { key: string; value: number } | undefined {
+  if (result === null || typeof result !== "object" || Array.isArray(result)) return undefined;
+  const { key, value } = result;
+  if (typeof key !== "string" || typeof value !== "number" || !Number.isSafeInteger(value)) return undefined;
+  return { key, value };
 }
 
 function checkCheckpoint(

@@ -13,16 +13,19 @@ export interface InclusionProofEvidence {
   readonly hashes: Uint8Array[];
 }
 
-/** What a third party holds about one receipt. Everything but the key and the receipt is optional. */
+/**
+ * What a third party holds about one receipt. The checkpoint and the inclusion
+ * proof are optional here, but without them the verdict is invalid.
+ */
 export interface OfflineReceiptEvidence {
   /** The executor's receipt public key (PEM SPKI), obtained out of band or from GET /receipts/key. */
   readonly publicKeyPem: string;
   readonly signedReceipt: SignedEnvelope;
   /** The claimed result; undefined: not checked. */
   readonly result?: JsonValue | undefined;
-  /** A C2SP signed checkpoint of the executor's log. */
+  /** A C2SP signed checkpoint of the executor's log; required for a valid verdict. */
   readonly checkpoint?: string | undefined;
-  /** The receipt's inclusion proof against `checkpoint`. */
+  /** The receipt's inclusion proof against `checkpoint`; required for a valid verdict. */
   readonly inclusionProof?: InclusionProofEvidence | undefined;
 }
 
@@ -37,8 +40,10 @@ export interface OfflineVerdict {
 /**
  * Verifies a receipt without the server or its database: the executor's
  * signature over the exact receipt bytes, the result against the result
- * digest, the checkpoint's signature, and the receipt's inclusion in the
- * checkpoint's tree. Also what `openexec verify-receipt` runs.
+ * digest (when one is claimed), the checkpoint's signature, and the receipt's
+ * inclusion in the checkpoint's tree. Valid only when the signature, the
+ * checkpoint and the inclusion proof were all given and all hold: what was not
+ * checked is never called valid. Also what `openexec verify-receipt` runs.
  */
 export function verifyReceiptOffline(evidence: OfflineReceiptEvidence): OfflineVerdict {
   const problems: string[] = [];
@@ -58,6 +63,10 @@ export function verifyReceiptOffline(evidence: OfflineReceiptEvidence): OfflineV
   // 1. The executor signed these exact bytes.
   const envelope = evidence.signedReceipt;
   if (envelope.payloadType !== receiptPayloadType) return fail(`payload_type is not ${receiptPayloadType}`);
+  // Exactly one signature (docs/RECEIPTS.md): a second entry, even one nothing checks, is refused.
+  if (envelope.signatures.length !== 1) {
+    return fail(`signatures must hold exactly one entry, not ${envelope.signatures.length}`);
+  }
   const signature = envelope.signatures.find((s) => s.keyId === key.keyId);
   if (signature === undefined) return fail(`no signature by key ${key.keyId}`);
   if (!verifyReceiptSignature(key, envelope.payload, signature.sig)) {
@@ -86,9 +95,11 @@ export function verifyReceiptOffline(evidence: OfflineReceiptEvidence): OfflineV
     }
   }
 
-  // 3. The checkpoint and the inclusion proof.
-  if (evidence.inclusionProof !== undefined && evidence.checkpoint === undefined) {
-    problems.push("an inclusion proof needs the checkpoint it proves against");
+  // 3. The checkpoint and the inclusion proof: both required, since a receipt
+  // not shown to be in the signed log is not valid evidence.
+  if (evidence.checkpoint === undefined) problems.push("no checkpoint was given: the log inclusion is not checked");
+  if (evidence.inclusionProof === undefined) {
+    problems.push("no inclusion proof was given: the log inclusion is not checked");
   }
   if (evidence.checkpoint !== undefined) {
     const checkpoint = verifySignedCheckpoint(

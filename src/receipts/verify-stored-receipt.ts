@@ -22,7 +22,7 @@ export interface StoredReceiptClaim {
 const hexDigest = /^[0-9a-f]{64}$/;
 
 /**
- * True only when the execution exists and is finished, the receipt digest is
+ * True only when the execution exists and was executed, the receipt digest is
  * the one recorded for it (and still matches the recorded receipt bytes, which
  * carry this executor's valid signature and are a leaf of its transparency log),
  * and the claimed result is the recorded result. Every other case is false, never
@@ -43,10 +43,10 @@ export async function verifyStoredReceipt(
   if (!equal(sha256(receipt.body), receipt.digest)) return false;
   if (!signedBy(receiptKey, receipt)) return false;
   if (!(await inLog(log, receipt))) return false;
-  if (record.status !== "executed") {
-    // No result was produced: the only matching claim is "no result".
-    return claim.result === undefined || claim.result === null || claim.result === "null";
-  }
+  // Only an executed receipt has a result: a denial, failure or interruption is
+  // never valid here, whatever result is (or is not) claimed. Check those
+  // receipts offline with a bundle (docs/RECEIPTS.md).
+  if (record.status !== "executed") return false;
   return resultCandidates(claim.result, maxResultDepth).some((candidate) => {
     try {
       return equal(canonicalJsonDigest(candidate), record.resultDigest);
