@@ -1,13 +1,13 @@
 import { timingSafeEqual } from "node:crypto";
 import { fromBinary, type JsonValue } from "@bufbuild/protobuf";
 import { timestampMs } from "@bufbuild/protobuf/wkt";
-import { ExecutionStatus, ReceiptSchema } from "../../gen/openexec/v1/receipt_pb.js";
+import { Authorization, ExecutionStatus, ReceiptSchema } from "../../gen/openexec/v1/receipt_pb.js";
 import { canonicalJsonDigest } from "../json/canonical-digest.js";
 import type { LedgerStore, StoredCheckpoint } from "../ledger/store.js";
 import type { VerificationKey } from "../signing/ed25519-keys.js";
 import { verifySignedCheckpoint } from "./checkpoint.js";
 import { emptyRoot, leafHash, MerkleFrontier } from "./merkle-tree.js";
-import { sha256, verifyReceiptSignature } from "./receipt.js";
+import { authorizationOf, sha256, verifyReceiptSignature } from "./receipt.js";
 
 /** Where the ledger stops agreeing with itself. */
 export interface AuditDivergence {
@@ -97,6 +97,12 @@ export async function auditLedger(store: LedgerStore, key: VerificationKey): Pro
         "logical time",
       ],
       [facts.status === statusOf(record.status), "status"],
+      [
+        facts.authorization === authorizationOf(facts.status, record.approvalDigest) ||
+          // Receipts issued before 0.3 do not say how an execution was authorised.
+          facts.authorization === Authorization.UNSPECIFIED,
+        "authorization",
+      ],
       [
         facts.reason === ("reason" in record ? record.reason : record.status === "interrupted" ? "interrupted" : ""),
         "reason",
