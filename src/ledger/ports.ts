@@ -132,8 +132,26 @@ export interface LedgerReader {
   checkpointAt(treeSize: number): Promise<CheckpointRow | undefined>;
 }
 
+/** One leaf of the log with the receipt of the row it names (undefined when that row is missing). */
+export interface LeafEntry {
+  readonly leaf: LeafRow;
+  readonly receipt: ReceiptRow | undefined;
+}
+
+/** Whole-ledger reads, in order, for audit and export. */
+export interface LedgerScanner {
+  /** Every leaf in index order, with its row's receipt. */
+  leafEntries(): AsyncIterable<LeafEntry>;
+  /** Every checkpoint by tree size. */
+  checkpoints(): AsyncIterable<CheckpointRow>;
+  /** Every counter, by tenant and key. */
+  counters(): AsyncIterable<{ readonly tenantId: string; readonly key: string; readonly value: number }>;
+  /** Finished executions and denials that no leaf names. */
+  unloggedEntries(): AsyncIterable<{ readonly kind: LeafRow["kind"]; readonly entryId: string }>;
+}
+
 /** A ledger storage adapter: transactions, reads, readiness and lifecycle. */
-export interface LedgerStorage extends LedgerReader {
+export interface LedgerStorage extends LedgerReader, LedgerScanner {
   readonly schemaVersion: number;
   /** Runs `work` in one transaction; commits when it resolves, rolls back when it throws. */
   transaction<T>(work: (tx: LedgerTransaction) => Promise<T>): Promise<T>;

@@ -5,6 +5,7 @@ import type {
   DenialRow,
   ExecutionFinish,
   ExecutionRow,
+  LeafEntry,
   LeafRow,
   LedgerStorage,
   LedgerTransaction,
@@ -45,6 +46,16 @@ interface DenialColumns {
   logical_time_ms: number;
   receipt: Buffer;
   receipt_digest: Buffer;
+  receipt_signature: Buffer | null;
+}
+
+interface LeafEntryColumns {
+  leaf_index: number;
+  leaf_hash: Buffer;
+  entry_kind: LeafRow["kind"];
+  entry_id: string;
+  receipt: Buffer | null;
+  receipt_digest: Buffer | null;
   receipt_signature: Buffer | null;
 }
 
@@ -236,6 +247,60 @@ export class SqliteStorage implements LedgerStorage {
 
   async checkpointAt(treeSize: number): Promise<CheckpointRow | undefined> {
     return this.#read(() => fromCheckpoint(this.#sql.checkpointAt.get(treeSize)));
+  }
+
+  async *leafEntries(): AsyncGenerator<LeafEntry> {
+    const rows = this.#db
+      .prepare<[], LeafEntryColumns>(`
+        SELECT l.leaf_index, l.leaf_hash, l.entry_kind, l.entry_id,
+          coalesce(e.receipt, d.receipt) AS receipt,
+          coalesce(e.receipt_digest, d.receipt_digest) AS receipt_digest,
+          coalesce(e.receipt_signature, d.receipt_signature) AS receipt_signature
+        FROM log_leaves l
+        LEFT JOIN executions e ON l.entry_kind = 'execution' AND e.execution_id = l.entry_id
+        LEFT JOIN denials d ON l.entry_kind = 'denial' AND d.attempt_id = l.entry_id
+        ORDER BY l.leaf_index`)
+      .iterate();
+    for (const row of rows) {
+      yield {
+        leaf: { index: row.leaf_index, hash: row.leaf_hash, kind: row.entry_kind, entryId: row.entry_id },
+        receipt:
+          row.receipt === null || row.receipt_digest === null
+            ? undefined
+            : { body: row.receipt, digest: row.receipt_digest, signature: row.receipt_signature ?? new Uint8Array(0) },
+      };
+    }
+  }
+
+  async *checkpoints(): AsyncGenerator<CheckpointRow> {
+    for (const row of this.#db
+      .prepare<[], CheckpointColumns>("SELECT * FROM checkpoints ORDER BY tree_size")
+      .iterate()) {
+      yield fromCheckpoint(row) as CheckpointRow;
+    }
+  }
+
+  async *counters(): AsyncGenerator<{ tenantId: string; key: string; value: number }> {
+    const rows = this.#db
+      .prepare<[], { tenant_id: string; key: string; value: number }>(
+        "SELECT tenant_id, key, value FROM counters ORDER BY tenant_id, key",
+      )
+      .iterate();
+    for (const row of rows) yield { tenantId: row.tenant_id, key: row.key, value: row.value };
+  }
+
+  async *unloggedEntries(): AsyncGenerator<{ kind: LeafRow["kind"]; entryId: string }> {
+    const rows = this.#db
+      .prepare<[], { kind: LeafRow["kind"]; entry_id: string }>(`
+        SELECT 'execution' AS kind, execution_id AS entry_id FROM executions e
+          WHERE status <> 'pending' AND NOT EXISTS (SELECT 1 FROM log_leaves l
+            WHERE l.entry_kind = 'execution' AND l.entry_id = e.execution_id)
+        UNION ALL
+        SELECT 'denial' AS kind, attempt_id AS entry_id FROM denials d
+          WHERE NOT EXISTS (SELECT 1 FROM log_leaves l WHERE l.entry_kind = 'denial' AND l.entry_id = d.attempt_id)
+        ORDER BY kind, entry_id`)
+      .iterate();
+    for (const row of rows) yield { kind: row.kind, entryId: row.entry_id };
   }
 
   async check(): Promise<void> {
