@@ -1,7 +1,15 @@
 import type { JsonObject, JsonValue } from "@bufbuild/protobuf";
 
 /** Why a JSON text was refused. */
-export type JsonSyntaxReason = "body_malformed" | "body_too_deep" | "duplicate_key";
+export type JsonSyntaxReason = "body_malformed" | "body_too_deep" | "duplicate_key" | "reserved_key";
+
+/**
+ * Object keys OpenExec refuses (docs/CANONICAL_JSON.md, "Reserved keys"):
+ * JavaScript JSON libraries, protobuf-es's Struct decoding among them, turn a
+ * member named "__proto__" into a prototype instead of a key, so it could not
+ * reach a handler, a receipt and every protocol's answer unchanged.
+ */
+export const reservedKeys: ReadonlySet<string> = new Set(["__proto__"]);
 
 export class JsonSyntaxError extends Error {
   override readonly name = "JsonSyntaxError";
@@ -120,6 +128,10 @@ class Parser {
         this.fail("duplicate_key", `duplicate object key ${JSON.stringify(key)}`);
       }
       seen.add(key);
+      if (reservedKeys.has(key)) {
+        this.pos = keyStart;
+        this.fail("reserved_key", `object key ${JSON.stringify(key)} is reserved`);
+      }
       this.skipWhitespace();
       if (this.text[this.pos] !== ":") this.fail("body_malformed", "expected ':'");
       this.pos++;
