@@ -1,5 +1,6 @@
 import assert from "node:assert/strict";
 import { after, before, describe, it } from "node:test";
+import { gzipSync } from "node:zlib";
 import { create, type JsonObject, toBinary, toJson } from "@bufbuild/protobuf";
 import { ValueSchema } from "@bufbuild/protobuf/wkt";
 import { ExecuteRequestSchema, ExecutionService, VerifyReceiptRequestSchema } from "../gen/openexec/v1/execution_pb.js";
@@ -137,6 +138,24 @@ describe("reserved and prototype-like keys", () => {
       });
     }
   }
+
+  it("compressed JSON: a reserved key is INVALID_ARGUMENT reserved_key on Connect, gRPC+json and gRPC-web+json", async () => {
+    const body = gzipSync('{"action":"echo","payload":{"a":{"__proto__":[]}},"nonce":"rk-gz"}');
+    assertReserved(
+      await connectCall(server.url, execute, "application/json", body, { "content-encoding": "gzip" }),
+      "connect json gzip",
+    );
+    assertReserved(
+      await grpcCall(server.url, execute, "application/grpc+json", envelope(body, 1), { "grpc-encoding": "gzip" }),
+      "grpc+json gzip",
+    );
+    assertReserved(
+      await grpcWebCall(server.url, execute, "application/grpc-web+json", envelope(body, 1), {
+        "grpc-encoding": "gzip",
+      }),
+      "grpc-web+json gzip",
+    );
+  });
 
   it("connect GET: a reserved key in a JSON message= is INVALID_ARGUMENT reserved_key", async () => {
     const message = encodeURIComponent('{"__proto__":{}}');

@@ -164,7 +164,7 @@ async function readJsonObject(req: NodeRequest, limits: RequestLimits): Promise<
   try {
     // The request object wraps a payload (limit maxJsonDepth) or a result (one
     // deeper); the executor and the verifier hold each to its own limit.
-    value = parseStrictJson(decodeUtf8(bytes), { maxDepth: limits.maxJsonDepth + 2 });
+    value = parseStrictJson(decodeUtf8(bytes), { maxDepth: limits.maxJsonDepth + 2, refuseReservedKeys: true });
   } catch (error) {
     if (error instanceof JsonSyntaxError) throw new Rejection(error.reason, `invalid JSON body: ${error.message}`);
     throw error;

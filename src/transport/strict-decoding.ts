@@ -69,7 +69,7 @@ function checkedJsonText(input: DescMessage, bytes: Uint8Array, maxJsonDepth: nu
     text = decodeUtf8(bytes);
     // As on REST: the request object wraps a payload (limit maxJsonDepth) or a
     // result (one deeper); the executor and the verifier hold each to its own limit.
-    value = parseStrictJson(text, { maxDepth: maxJsonDepth + 2 });
+    value = parseStrictJson(text, { maxDepth: maxJsonDepth + 2, refuseReservedKeys: true });
   } catch (error) {
     if (error instanceof JsonSyntaxError) throw refusal(error.reason, `invalid JSON: ${error.message}`);
     throw error;
