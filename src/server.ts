@@ -103,6 +103,7 @@ export async function startServer(
     routes: registerServices({ executor, store, log, limits: config.limits, facts, receiptKey: receiptKey.public }),
     logger,
     readMaxBytes: config.limits.maxBodyBytes,
+    maxJsonDepth: config.limits.maxJsonDepth,
     interceptors: [rejectionInterceptor],
     shutdownSignal: shutdownSignal.signal,
     fallback: (_req, res) => writeRejection(res, new Rejection("route_not_found", "no such path; see docs/API.md")),

@@ -1,6 +1,9 @@
 import assert from "node:assert/strict";
 import { after, before, describe, it } from "node:test";
+import { create, type JsonObject, toBinary } from "@bufbuild/protobuf";
+import { ExecuteRequestSchema, VerifyReceiptRequestSchema } from "../gen/openexec/v1/execution_pb.js";
 import { postJson } from "./support/clients.js";
+import { connectCall, envelope, grpcCall, grpcWebCall, type RawAnswer } from "./support/raw-rpc.js";
 import { startTestServer, type TestServer } from "./support/test-server.js";
 
 /** Every kind of bad request over REST: exact status, code and reason; the server stays ready. */
@@ -277,4 +280,172 @@ describe("bad input over REST", () => {
     const postHealth = await fetch(`${server.url}/health`, { method: "POST" });
     assert.equal(postHealth.status, 405);
   });
+});
+
+/**
+ * The same kinds of bad input over every RPC protocol: always INVALID_ARGUMENT
+ * (Connect HTTP 400) with the reason in the ErrorDetail and in `openexec-reason`,
+ * never INTERNAL. Each of these was answered 500 / grpc-status 13, or accepted, before.
+ */
+describe("bad input over RPC", () => {
+  let server: TestServer;
+  before(async () => {
+    server = await startTestServer();
+  });
+  after(async () => {
+    assert.equal((await fetch(`${server.url}/ready`)).status, 200);
+    await server.close();
+  });
+
+  const execute = "/openexec.v1.ExecutionService/Execute";
+  const verify = "/openexec.v1.ExecutionService/VerifyReceipt";
+  const utf8 = (text: string) => new TextEncoder().encode(text);
+
+  /** One JSON body over Connect, gRPC+json and gRPC-web+json. */
+  const jsonWays = (path: string, body: string): Array<[string, () => Promise<RawAnswer>]> => [
+    ["connect json", () => connectCall(server.url, path, "application/json", body)],
+    ["grpc+json", () => grpcCall(server.url, path, "application/grpc+json", envelope(utf8(body)))],
+    ["grpc-web+json", () => grpcWebCall(server.url, path, "application/grpc-web+json", envelope(utf8(body)))],
+  ];
+  /** One binary message over Connect, gRPC and gRPC-web. */
+  const binaryWays = (path: string, message: Uint8Array): Array<[string, () => Promise<RawAnswer>]> => [
+    ["connect proto", () => connectCall(server.url, path, "application/proto", message)],
+    ["grpc", () => grpcCall(server.url, path, "application/grpc", envelope(message))],
+    ["grpc-web", () => grpcWebCall(server.url, path, "application/grpc-web+proto", envelope(message))],
+  ];
+
+  function assertRefused(answer: RawAnswer, reason: string, protocol: string): void {
+    const context = `${protocol}: ${JSON.stringify({ ...answer, body: new TextDecoder().decode(answer.body) })}`;
+    assert.equal(answer.code, "invalid_argument", context);
+    assert.equal(answer.status, protocol.startsWith("connect") ? 400 : 200, context);
+    assert.equal(answer.reason, reason, context);
+    assert.equal(answer.detailReason, reason, context);
+  }
+
+  const jsonCases: Array<[string, string, string, string]> = [
+    [
+      "a number beyond a double (1e400)",
+      execute,
+      '{"action":"add","payload":{"a":1e400,"b":1},"nonce":"r1"}',
+      "body_malformed",
+    ],
+    [
+      "a number beyond a double (-1e400)",
+      execute,
+      '{"action":"add","payload":{"a":-1e400,"b":1},"nonce":"r2"}',
+      "body_malformed",
+    ],
+    [
+      "a number that rounds to infinity (1.7976931348623159e308)",
+      execute,
+      '{"action":"echo","payload":{"a":[1.7976931348623159e308]},"nonce":"r3"}',
+      "body_malformed",
+    ],
+    ["a lone surrogate", execute, '{"action":"echo","payload":{"a":"\\ud800"},"nonce":"r4"}', "body_malformed"],
+    ["a lone surrogate in a key", execute, '{"action":"echo","payload":{"\\udc00":1},"nonce":"r5"}', "body_malformed"],
+    ["duplicate keys", execute, '{"action":"echo","payload":{"a":1,"a":2},"nonce":"r6"}', "duplicate_key"],
+    ["invalid JSON", execute, '{"action":', "body_malformed"],
+    ["an unknown field", execute, '{"action":"echo","payload":{},"nonce":"r7","tenant":"x"}', "field_invalid"],
+    [
+      "an unknown field (proto name style)",
+      execute,
+      '{"action":"echo","payload":{},"nonce":"r8","approval":"x"}',
+      "field_invalid",
+    ],
+    ["a field of the wrong type", execute, '{"action":7,"payload":{},"nonce":"r9"}', "field_invalid"],
+    ["an unknown field in VerifyReceipt", verify, '{"execId":"x","receipt":"00","extra":1}', "field_invalid"],
+    [
+      "a lone surrogate in a VerifyReceipt result",
+      verify,
+      '{"execId":"x","receipt":"00","result":"\\ud800"}',
+      "body_malformed",
+    ],
+    [
+      "a number beyond a double in a VerifyReceipt result",
+      verify,
+      '{"execId":"x","receipt":"00","result":{"a":1e400}}',
+      "body_malformed",
+    ],
+  ];
+  for (const [name, path, body, reason] of jsonCases) {
+    for (const [protocol, call] of jsonWays(path, body)) {
+      it(`${protocol}: ${name} is INVALID_ARGUMENT ${reason}`, async () => {
+        assertRefused(await call(), reason, protocol);
+      });
+    }
+  }
+
+  const payloadWith = (value: number) =>
+    toBinary(
+      ExecuteRequestSchema,
+      create(ExecuteRequestSchema, { action: "echo", nonce: "nan", payload: { a: { b: [value] } } as JsonObject }),
+    );
+  const resultWith = (value: number) =>
+    toBinary(
+      VerifyReceiptRequestSchema,
+      create(VerifyReceiptRequestSchema, {
+        execId: "x",
+        receipt: "00",
+        result: { kind: { case: "numberValue", value } },
+      }),
+    );
+  for (const value of [Number.NaN, Number.POSITIVE_INFINITY, Number.NEGATIVE_INFINITY]) {
+    for (const [what, path, message] of [
+      ["Execute payload", execute, payloadWith(value)],
+      ["VerifyReceipt result", verify, resultWith(value)],
+    ] as const) {
+      for (const [protocol, call] of binaryWays(path, message)) {
+        it(`${protocol}: ${value} in a binary google.protobuf.Value (${what}) is INVALID_ARGUMENT body_malformed`, async () => {
+          assertRefused(await call(), "body_malformed", protocol);
+        });
+      }
+    }
+  }
+
+  // nonce (field 3, a string) sent with the varint wire type: protobuf-es would read it as the string anyway.
+  const wrongWireType = Uint8Array.of(0x0a, 0x04, ...utf8("echo"), 0x12, 0x00, 0x18, 0x02, ...utf8("ww"));
+  for (const [protocol, call] of binaryWays(execute, wrongWireType)) {
+    it(`${protocol}: a field with another wire type is INVALID_ARGUMENT body_malformed, not read as a string`, async () => {
+      assertRefused(await call(), "body_malformed", protocol);
+    });
+  }
+
+  for (const [protocol, call] of binaryWays(execute, Uint8Array.of(0x0a, 0x05, 0x65))) {
+    it(`${protocol}: a truncated binary message is INVALID_ARGUMENT body_malformed`, async () => {
+      assertRefused(await call(), "body_malformed", protocol);
+    });
+  }
+
+  for (const query of [
+    "encoding=proto&base64=1&message=%25%25%25",
+    "encoding=proto&base64=1&message=_w",
+    "encoding=proto&message=%FF%FF",
+    "encoding=json&message=%7B",
+    "encoding=json&message=%7B%22nope%22%3A1%7D",
+    "encoding=json&base64=1&message=!!",
+    "encoding=proto&base64=1&compression=gzip&message=AAAA",
+  ]) {
+    it(`connect GET: an undecodable message= (${query}) is INVALID_ARGUMENT with a reason`, async () => {
+      const answer = await connectCall(server.url, `/openexec.v1.InfoService/GetHealth?${query}`, "", undefined);
+      assert.equal(answer.status, 400, new TextDecoder().decode(answer.body));
+      assert.equal(answer.code, "invalid_argument");
+      assert.match(answer.reason ?? "", /^(body_malformed|field_invalid)$/);
+      assert.equal(answer.detailReason, answer.reason);
+    });
+  }
+
+  for (const service of ["grpc.reflection.v1", "grpc.reflection.v1alpha"]) {
+    const path = `/${service}.ServerReflection/ServerReflectionInfo`;
+    const garbage = Uint8Array.of(0x0a, 0x7f, 0x01, 0x02);
+    it(`gRPC: garbage sent to ${service} is INVALID_ARGUMENT body_malformed`, async () => {
+      assertRefused(await grpcCall(server.url, path, "application/grpc", envelope(garbage)), "body_malformed", "grpc");
+    });
+    it(`gRPC+json: invalid JSON sent to ${service} is INVALID_ARGUMENT body_malformed`, async () => {
+      assertRefused(
+        await grpcCall(server.url, path, "application/grpc+json", envelope(utf8('{"host":'))),
+        "body_malformed",
+        "grpc",
+      );
+    });
+  }
 });

@@ -1,4 +1,5 @@
 import { type DescMessage, fromBinary, type MessageShape, toBinary } from "@bufbuild/protobuf";
+import type { Timestamp } from "@bufbuild/protobuf/wkt";
 import { type Approval, ApprovalSchema } from "../../gen/openexec/v1/approval_pb.js";
 import { type SignedEnvelope, SignedEnvelopeSchema } from "../../gen/openexec/v1/envelope_pb.js";
 
@@ -28,6 +29,12 @@ export function decodeArtifact(bytes: Uint8Array): DecodedArtifact | string {
   if (envelope.signatures.some((signature) => hasUnknownFields(signature))) {
     return "the signature entry carries fields this version does not know";
   }
+  // The envelope is not signed, but it is the artifact: one artifact, one
+  // encoding, so that a changed byte (a field's wire type, order, a padded
+  // varint) is refused, not read as something else.
+  if (!equalBytes(toBinary(SignedEnvelopeSchema, envelope), bytes)) {
+    return "the envelope is not canonically encoded (fields in number order, each once, with their wire types)";
+  }
   const approval = decodeKnownFields(ApprovalSchema, envelope.payload);
   if (approval === undefined) return "the envelope payload is not an Approval";
   if (hasUnknownFields(approval.issuedAt) || hasUnknownFields(approval.notAfter)) {
@@ -43,10 +50,26 @@ export function decodeArtifact(bytes: Uint8Array): DecodedArtifact | string {
     return "approval_id must be 1-128 characters of A-Z a-z 0-9 . _ : -";
   if (approval.payloadDigest.length !== 32) return "payload_digest must be 32 bytes";
   if (approval.issuedAt === undefined || approval.notAfter === undefined) return "issued_at and not_after are required";
+  if (!validTimestamp(approval.issuedAt) || !validTimestamp(approval.notAfter)) {
+    return "issued_at and not_after must be valid Timestamps (0001-01-01 to 9999-12-31, nanos 0-999999999)";
+  }
   if (approval.keyId === "" || approval.keyId !== envelope.signatures[0]?.keyId) {
     return "the approval's key_id must name the key that signed it";
   }
   return { envelope, approval };
+}
+
+/** google.protobuf.Timestamp's own range (timestamp.proto). */
+const minSeconds = -62135596800n;
+const maxSeconds = 253402300799n;
+
+function validTimestamp(timestamp: Timestamp): boolean {
+  return (
+    timestamp.seconds >= minSeconds &&
+    timestamp.seconds <= maxSeconds &&
+    timestamp.nanos >= 0 &&
+    timestamp.nanos <= 999_999_999
+  );
 }
 
 function decodeKnownFields<Desc extends DescMessage>(schema: Desc, bytes: Uint8Array): MessageShape<Desc> | undefined {

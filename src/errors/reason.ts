@@ -11,6 +11,7 @@ export const rejectionCodes = {
   body_malformed: Code.InvalidArgument,
   body_too_deep: Code.InvalidArgument,
   duplicate_key: Code.InvalidArgument,
+  reserved_key: Code.InvalidArgument,
   field_invalid: Code.InvalidArgument,
   action_invalid: Code.InvalidArgument,
   nonce_invalid: Code.InvalidArgument,

@@ -1,7 +1,15 @@
 import type { JsonObject, JsonValue } from "@bufbuild/protobuf";
 
 /** Why a JSON text was refused. */
-export type JsonSyntaxReason = "body_malformed" | "body_too_deep" | "duplicate_key";
+export type JsonSyntaxReason = "body_malformed" | "body_too_deep" | "duplicate_key" | "reserved_key";
+
+/**
+ * Object keys OpenExec's API refuses (docs/CANONICAL_JSON.md, "Reserved keys"):
+ * JavaScript JSON libraries, protobuf-es's Struct decoding among them, turn a
+ * member named "__proto__" into a prototype instead of a key, so it could not
+ * reach a handler, a receipt and every protocol's answer unchanged.
+ */
+export const reservedKeys: ReadonlySet<string> = new Set(["__proto__"]);
 
 export class JsonSyntaxError extends Error {
   override readonly name = "JsonSyntaxError";
@@ -18,6 +26,12 @@ export class JsonSyntaxError extends Error {
 export interface StrictJsonOptions {
   /** Deepest nesting of arrays and objects allowed; the outermost one is 1. */
   readonly maxDepth: number;
+  /**
+   * Refuse the keys in `reservedKeys` (reason reserved_key), as OpenExec's API
+   * does for every request. The canonical encoding itself defines them, so the
+   * default (false) parses them as docs/CANONICAL_JSON.md section 2 says.
+   */
+  readonly refuseReservedKeys?: boolean;
 }
 
 const utf8 = new TextDecoder("utf-8", { fatal: true, ignoreBOM: false });
@@ -40,7 +54,7 @@ export function decodeUtf8(bytes: Uint8Array): string {
  * exhaust the stack.
  */
 export function parseStrictJson(text: string, options: StrictJsonOptions): JsonValue {
-  const parser = new Parser(text, options.maxDepth);
+  const parser = new Parser(text, options.maxDepth, options.refuseReservedKeys === true);
   parser.skipWhitespace();
   const value = parser.parseValue(0);
   parser.skipWhitespace();
@@ -58,6 +72,7 @@ class Parser {
   constructor(
     private readonly text: string,
     private readonly maxDepth: number,
+    private readonly refuseReservedKeys: boolean,
   ) {}
 
   fail(reason: JsonSyntaxReason, message: string): never {
@@ -120,6 +135,10 @@ class Parser {
         this.fail("duplicate_key", `duplicate object key ${JSON.stringify(key)}`);
       }
       seen.add(key);
+      if (this.refuseReservedKeys && reservedKeys.has(key)) {
+        this.pos = keyStart;
+        this.fail("reserved_key", `object key ${JSON.stringify(key)} is reserved`);
+      }
       this.skipWhitespace();
       if (this.text[this.pos] !== ":") this.fail("body_malformed", "expected ':'");
       this.pos++;

@@ -14,6 +14,7 @@ import { healthOf, infoOf, readinessOf, receiptKeyOf, type ServiceFacts, version
 import { isRejection, Rejection } from "../errors/reason.js";
 import type { ExecuteCommand, Executor } from "../execution/executor.js";
 import type { RequestLimits } from "../execution/request-limits.js";
+import { decodeCanonicalBase64 } from "../json/base64.js";
 import { decodeUtf8, JsonSyntaxError, parseStrictJson } from "../json/strict-json.js";
 import { isStoreFailure, type LedgerStore } from "../ledger/store.js";
 import type { Logger } from "../log/logger.js";
@@ -163,7 +164,7 @@ async function readJsonObject(req: NodeRequest, limits: RequestLimits): Promise<
   try {
     // The request object wraps a payload (limit maxJsonDepth) or a result (one
     // deeper); the executor and the verifier hold each to its own limit.
-    value = parseStrictJson(decodeUtf8(bytes), { maxDepth: limits.maxJsonDepth + 2 });
+    value = parseStrictJson(decodeUtf8(bytes), { maxDepth: limits.maxJsonDepth + 2, refuseReservedKeys: true });
   } catch (error) {
     if (error instanceof JsonSyntaxError) throw new Rejection(error.reason, `invalid JSON body: ${error.message}`);
     throw error;
@@ -186,8 +187,6 @@ function toExecuteCommand(body: JsonObject): ExecuteCommand {
   return { action, nonce, payload, approvalArtifact: decodeArtifact(body.approval_artifact) };
 }
 
-const base64 = /^(?:[A-Za-z0-9+/_-]{4})*(?:[A-Za-z0-9+/_-]{2}(?:==)?|[A-Za-z0-9+/_-]{3}=?)?$/;
-
 /**
  * Bytes no SignedEnvelope decodes from (field 31 with the invalid wire type 7):
  * what an artifact that is not base64 becomes, so that clawshield mode denies
@@ -196,11 +195,13 @@ const base64 = /^(?:[A-Za-z0-9+/_-]{4})*(?:[A-Za-z0-9+/_-]{2}(?:==)?|[A-Za-z0-9+
  */
 const undecodableArtifact = Uint8Array.of(0xff);
 
-/** approval_artifact is base64 (standard or URL-safe) as in protobuf JSON; null or absent means none. */
+/**
+ * approval_artifact is base64 (standard or URL-safe) as in protobuf JSON; null or absent means none.
+ * Only the canonical spelling is read (no non-zero padding bits), so that every changed character is refused.
+ */
 function decodeArtifact(value: JsonValue | undefined): Uint8Array {
   if (value === undefined || value === null || value === "") return new Uint8Array(0);
-  if (typeof value !== "string" || !base64.test(value)) return undecodableArtifact;
-  return new Uint8Array(Buffer.from(value, value.includes("-") || value.includes("_") ? "base64url" : "base64"));
+  return (typeof value === "string" ? decodeCanonicalBase64(value) : undefined) ?? undecodableArtifact;
 }
 
 /**
