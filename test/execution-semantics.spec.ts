@@ -66,6 +66,7 @@ const badResultAction: Action<{ kind: unknown }> = {
     // biome-ignore lint/suspicious/noSparseArray: the point of the test.
     if (kind === "sparse") return { kind: "result", result: [1, , 2] as never };
     if (kind === "date") return { kind: "result", result: new Date(0) as never };
+    if (kind === "proto") return { kind: "result", result: JSON.parse('{"a":{"__proto__":{"x":1}}}') };
     return { kind: "result", result: { n: Number.NaN } };
   },
 };
@@ -206,7 +207,7 @@ describe("exactly-once semantics", () => {
     assert.equal(again.body.reason, "handler_timeout");
   });
 
-  for (const kind of ["nan", "cycle", "sparse", "date"]) {
+  for (const kind of ["nan", "cycle", "sparse", "date", "proto"]) {
     it(`a result JSON cannot carry (${kind}) is recorded as failed with result_invalid`, async () => {
       const first = await execute({ action: "test.bad_result", payload: { kind }, nonce: `bad-result-${kind}` });
       assert.equal(first.status, 200);

@@ -3,7 +3,7 @@ import type { ActionEffect, AnyAction, ExecutionContext } from "../actions/actio
 import type { FailureReason } from "../errors/reason.js";
 import { canonicalJsonDigest } from "../json/canonical-digest.js";
 import { CanonicalJsonError } from "../json/canonical-json.js";
-import { exceedsJsonDepth } from "../json/strict-json.js";
+import { exceedsJsonDepth, hasReservedKey } from "../json/strict-json.js";
 
 /** An effect whose plain result has been checked, with that result's digest (computed once). */
 export type CheckedEffect =
@@ -66,5 +66,6 @@ function checkedDigest(result: JsonValue, maxDepth: number): Buffer {
   if (result === undefined) throw new CanonicalJsonError("the handler returned no result");
   // Depth first: canonical encoding recurses, and must only see bounded values.
   if (exceedsJsonDepth(result, maxDepth)) throw new CanonicalJsonError(`result nested deeper than ${maxDepth}`);
+  if (hasReservedKey(result)) throw new CanonicalJsonError("result holds a reserved key (__proto__)");
   return canonicalJsonDigest(result);
 }

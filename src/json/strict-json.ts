@@ -271,3 +271,18 @@ export function exceedsJsonDepth(value: JsonValue, maxDepth: number): boolean {
   }
   return false;
 }
+
+/**
+ * True when an object anywhere in a (depth-checked) value has an own key from
+ * `reservedKeys`: one no RPC encoding can carry, so a handler's result holding
+ * it would be answered without it and fail its own receipt.
+ */
+export function hasReservedKey(value: JsonValue): boolean {
+  const stack: JsonValue[] = [value];
+  for (let v = stack.pop(); v !== undefined; v = stack.pop()) {
+    if (v === null || typeof v !== "object") continue;
+    if (!Array.isArray(v) && Object.keys(v).some((key) => reservedKeys.has(key))) return true;
+    for (const child of Array.isArray(v) ? v : Object.values(v)) stack.push(child);
+  }
+  return false;
+}
