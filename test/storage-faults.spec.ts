@@ -138,6 +138,11 @@ describe("the ledger file goes away under a running server", () => {
       const other = join(dir.path, "restored.db");
       new Database(other).close();
       renameSync(other, dbPath);
+      // Readiness checks the file itself: no write is needed to notice.
+      assert.deepEqual(await getJson(`${server.url}/ready`), {
+        status: 503,
+        body: { ready: false, reason: "store_unavailable" },
+      });
       await assertFailedClosed(server.url);
       // The replay of what was acknowledged before is refused too, not answered from the orphaned file.
       const replay = await postJson(`${server.url}/execute`, {
