@@ -28,6 +28,8 @@ export interface RunningServer {
   readonly url: string;
   /** Drains (ready → 503, new executions refused), finishes in-flight work, closes the store. */
   shutdown(): Promise<void>;
+  /** The ledger it serves; it holds the SQLite file exclusively, so in-process readers use this one. */
+  readonly store: LedgerStore;
 }
 
 /** Wires configuration, ledger, executor and transports together, and listens. */
@@ -40,10 +42,11 @@ export async function startServer(
   for (const warning of config.warnings) logger.warn(warning);
   const receiptKey = loadReceiptKey(config.receiptKeyPem, receiptKeyPath(config));
   const logOrigin = config.logOrigin ?? `openexec/${receiptKey.public.keyId}`;
-  const store = openStore(config, {
-    signer: { keyId: receiptKey.public.keyId, sign: receiptKey.sign },
-    logOrigin,
-  });
+  const store = openStore(
+    config,
+    { signer: { keyId: receiptKey.public.keyId, sign: receiptKey.sign }, logOrigin },
+    (message) => logger.warn(message),
+  );
   try {
     const interrupted = await store.recoverInterrupted();
     if (interrupted > 0) logger.warn({ interrupted }, "recorded executions interrupted by an earlier stop");
@@ -173,7 +176,7 @@ export async function startServer(
     })();
     return stopping;
   };
-  return { address, url: `http://${host}:${address.port}`, shutdown };
+  return { address, url: `http://${host}:${address.port}`, shutdown, store };
 }
 
 /**
@@ -195,10 +198,10 @@ function receiptKeyPath(config: ServerConfig): string {
   return config.database.kind === "sqlite" ? `${config.database.path}.receipt-key.pem` : "openexec.receipt-key.pem";
 }
 
-function openStore(config: ServerConfig, receipts: ReceiptIssuer): LedgerStore {
+function openStore(config: ServerConfig, receipts: ReceiptIssuer, onWarning: (message: string) => void): LedgerStore {
   switch (config.database.kind) {
     case "sqlite":
-      return SqliteLedgerStore.open(config.database.path, receipts);
+      return SqliteLedgerStore.open(config.database.path, receipts, { onWarning });
     case "postgres":
       throw new Error("PostgreSQL is not supported by this build");
   }

@@ -12,7 +12,6 @@ import { verifyEd25519 } from "../src/approval/verify-approval.js";
 import { type ApprovalRequest, signApproval } from "../src/client/sign-approval.js";
 import { loadServerConfig } from "../src/config/server-config.js";
 import { canonicalJsonDigest } from "../src/json/canonical-digest.js";
-import { SqliteLedgerStore } from "../src/ledger/sqlite-store.js";
 import { preAuthEncoding } from "../src/signing/dsse.js";
 import { parsePublicKeyPem, privateKeySeedFromPem } from "../src/signing/ed25519-keys.js";
 import { type AnyJson, postJson } from "./support/clients.js";
@@ -82,15 +81,11 @@ describe("clawshield mode", () => {
       createHash("sha256").update(Buffer.from(answer.body.signed_receipt.payload, "base64")).digest("hex"),
       answer.body.receipt,
     );
-    const store = SqliteLedgerStore.open(server.dbPath);
-    try {
-      const recorded = await store.findById(answer.body.execution_id);
-      assert.ok(recorded !== undefined && recorded.status === "denied");
-      assert.equal(recorded.reason, reason);
-      assert.equal(recorded.receipt.digest.toString("hex"), answer.body.receipt);
-    } finally {
-      await store.close();
-    }
+    // The server holds its ledger file exclusively: read it through the server's own store.
+    const recorded = await server.store.findById(answer.body.execution_id);
+    assert.ok(recorded !== undefined && recorded.status === "denied");
+    assert.equal(recorded.reason, reason);
+    assert.equal(recorded.receipt.digest.toString("hex"), answer.body.receipt);
   }
 
   it("a valid approval executes once; its replay returns the stored answer", async () => {

@@ -235,17 +235,13 @@ describe("exactly-once semantics", () => {
 
   it("stores what it answered: result, digests and receipt", async () => {
     const { body } = await execute({ action: "echo", payload: { z: [1, "two", null] }, nonce: "stored-1" });
-    const store = SqliteLedgerStore.open(server.dbPath);
-    try {
-      const record = await store.find("demo", "stored-1");
-      assert.ok(record !== undefined && record.status === "executed");
-      assert.equal(record.executionId, body.id);
-      assert.deepEqual(record.result, { echo: { z: [1, "two", null] } });
-      assert.deepEqual(record.payloadDigest, canonicalJsonDigest({ z: [1, "two", null] }));
-      assert.equal(record.receipt.digest.toString("hex"), body.receipt);
-    } finally {
-      await store.close();
-    }
+    // The server holds its ledger file exclusively: read it through the server's own store.
+    const record = await server.store.find("demo", "stored-1");
+    assert.ok(record !== undefined && record.status === "executed");
+    assert.equal(record.executionId, body.id);
+    assert.deepEqual(record.result, { echo: { z: [1, "two", null] } });
+    assert.deepEqual(record.payloadDigest, canonicalJsonDigest({ z: [1, "two", null] }));
+    assert.equal(record.receipt.digest.toString("hex"), body.receipt);
   });
 });
 

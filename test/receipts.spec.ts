@@ -116,10 +116,15 @@ describe("signed receipts in a transparency log", () => {
     const verdict = offline(pem, altered);
     assert.equal(verdict.valid, false);
     assert.deepEqual(verdict.problems, ["the receipt signature does not verify"]);
-    // The same alteration in the ledger: the server's own verification refuses it.
-    const db = new Database(server.dbPath);
+    // The same alteration in the ledger: the server's own verification refuses it. The server holds
+    // its file exclusively: stop it, alter the file, and start it again on the same ledger.
+    const first = server;
+    await first.shutdown();
+    const db = new Database(first.dbPath);
     db.prepare("UPDATE executions SET receipt_signature = ? WHERE execution_id = ?").run(sig, body.id);
     db.close();
+    const restarted = await startTestServer({}, { dbPath: first.dbPath });
+    server = { ...restarted, close: () => restarted.shutdown().then(() => first.close()) };
     assert.deepEqual(
       (
         await postJson(`${server.url}/receipts/verify`, {

@@ -2,7 +2,7 @@ import { createPublicKey } from "node:crypto";
 import { existsSync, readFileSync } from "node:fs";
 import { defaultDatabaseUrl } from "../config/server-config.js";
 import { parseDatabaseUrl } from "../ledger/database-url.js";
-import { SqliteLedgerStore } from "../ledger/sqlite-store.js";
+import { LedgerInUseError, SqliteLedgerStore } from "../ledger/sqlite-store.js";
 import { parsePublicKeyPem, type VerificationKey } from "../signing/ed25519-keys.js";
 
 /** A problem with what a one-shot command was given: printed, exit 2. */
@@ -10,12 +10,25 @@ export class UsageError extends Error {
   override readonly name = "UsageError";
 }
 
-/** The ledger named by --db, else OPENEXEC_DB_URL, else the default; opened read-only. */
+/**
+ * The ledger named by --db, else OPENEXEC_DB_URL, else the default; opened
+ * read-only. A running server holds its ledger exclusively: that is refused at
+ * once (exit 2), not waited for.
+ */
 export function openLedgerReadOnly(dbUrl: string | undefined): { store: SqliteLedgerStore; path: string } {
   const location = parseDatabaseUrl(dbUrl ?? process.env.OPENEXEC_DB_URL ?? defaultDatabaseUrl);
   if (location.kind !== "sqlite") throw new UsageError("only sqlite:/// ledgers can be opened by this command");
   if (!existsSync(location.path)) throw new UsageError(`no ledger at ${location.path}`);
-  return { store: SqliteLedgerStore.openReadOnly(location.path), path: location.path };
+  try {
+    return { store: SqliteLedgerStore.openReadOnly(location.path), path: location.path };
+  } catch (error) {
+    if (error instanceof LedgerInUseError) {
+      throw new UsageError(
+        `the ledger ${location.path} is in use by a running server, which holds it exclusively; stop the server first`,
+      );
+    }
+    throw error;
+  }
 }
 
 /**

@@ -7,6 +7,7 @@ import type { FailureReason, RejectionReason } from "../errors/reason.js";
 import { canonicalJsonDigest } from "../json/canonical-digest.js";
 import { leafHash } from "../receipts/merkle-tree.js";
 import { type EncodedReceipt, encodeReceipt, type ReceiptFacts, type ReceiptSigner } from "../receipts/receipt.js";
+import { createOwnerOnly, LedgerFileIdentity } from "./ledger-file.js";
 import { latestSqliteSchemaVersion, sqliteMigrations } from "./sqlite-migrations.js";
 import {
   type Completion,
@@ -83,9 +84,25 @@ export class SchemaTooNewError extends Error {
   override readonly name = "SchemaTooNewError";
 }
 
+/** Another process (a server, or audit/export) holds the ledger file. */
+export class LedgerInUseError extends Error {
+  override readonly name = "LedgerInUseError";
+}
+
+/** How a store opened for serving watches its storage. */
+interface StorageWatch {
+  readonly file: LedgerFileIdentity | undefined;
+  readonly onWarning: ((message: string) => void) | undefined;
+}
+
+function isBusy(error: unknown): boolean {
+  return (error as { code?: unknown }).code === "SQLITE_BUSY" || (error as { code?: unknown }).code === "SQLITE_LOCKED";
+}
+
 /**
- * The ledger in one SQLite file (WAL, synchronous=FULL). One server process
- * owns a file (replicas need a shared server database behind this same interface).
+ * The ledger in one SQLite file (WAL, synchronous=FULL, exclusive locking). One
+ * server process owns a file and holds it locked while it runs (replicas need a
+ * shared server database behind this same interface).
  *
  * Writes from concurrent requests are grouped into one transaction per turn
  * of the event loop (WriteBatcher), so N reservations cost one fsync, not N;
@@ -98,26 +115,78 @@ export class SqliteLedgerStore implements LedgerStore {
   readonly #statements;
 
   readonly #receipts: ReceiptIssuer;
+  readonly #storage: StorageWatch;
+  /** Set once the ledger file is gone or replaced: every later request fails until restart. */
+  #gone: StoreUnavailableError | undefined;
+  /** The storage fault of the last write batch, until a write (or the readiness probe) succeeds. */
+  #writeFailure: unknown;
 
-  /** Opens (creating and migrating) the ledger. Without options receipts are unsigned and unlogged by name. */
-  static open(path: string, receipts: ReceiptIssuer = { signer: undefined, logOrigin: "" }): SqliteLedgerStore {
+  /**
+   * Opens (creating and migrating) the ledger. Without options receipts are unsigned and unlogged by name.
+   * A new file is created owner-only (0600); `onWarning` hears about an existing one open to others,
+   * and about the file going away later.
+   */
+  static open(
+    path: string,
+    receipts: ReceiptIssuer = { signer: undefined, logOrigin: "" },
+    options: { readonly onWarning?: (message: string) => void } = {},
+  ): SqliteLedgerStore {
     mkdirSync(dirname(path), { recursive: true });
-    const db = new Database(path);
-    db.pragma("journal_mode = WAL");
-    db.pragma("synchronous = FULL");
-    db.pragma("busy_timeout = 5000");
-    return new SqliteLedgerStore(db, migrate(db), receipts);
+    const loose = createOwnerOnly(path);
+    if (loose !== undefined) options.onWarning?.(loose);
+    // No busy wait: the only other holder of the file can be another process, which is refused.
+    const db = new Database(path, { timeout: 0 });
+    try {
+      // Before the first WAL access: the WAL index then lives in this process's memory, not in a
+      // shared -shm mapping (which a fault on that file turns into SIGBUS), and the file stays
+      // locked to this connection until it closes: one process per ledger.
+      db.pragma("locking_mode = EXCLUSIVE");
+      db.pragma("journal_mode = WAL");
+      db.pragma("synchronous = FULL");
+      const store = new SqliteLedgerStore(db, migrate(db), receipts, {
+        file: new LedgerFileIdentity(path),
+        onWarning: options.onWarning,
+      });
+      // A ledger that cannot be written (read-only file or mount) is refused now, not at the first request.
+      store.#probeWrite();
+      return store;
+    } catch (error) {
+      if (db.open) db.close();
+      if (isBusy(error)) {
+        throw new LedgerInUseError(
+          `the ledger ${path} is in use by another process: one server per ledger file (docs/SEMANTICS.md#durability)`,
+          { cause: error },
+        );
+      }
+      if (error instanceof StoreUnavailableError || (error instanceof Error && error.name === "SqliteError")) {
+        const code = (error as { code?: unknown }).code;
+        throw new Error(
+          `the ledger ${path} cannot be opened for writing: ${error.message}${typeof code === "string" ? ` (${code})` : ""}`,
+          { cause: error },
+        );
+      }
+      throw error;
+    }
   }
 
   /**
-   * Opens an existing ledger without changing it (for audit and export, also
-   * while a server runs): no migrations, and a schema other than this build's
-   * is refused.
+   * Opens an existing ledger without changing it (for audit and export), once
+   * no server holds it: no migrations, and a schema other than this build's
+   * is refused. A ledger a running server holds is refused at once
+   * (LedgerInUseError), never waited for.
    */
   static openReadOnly(path: string): SqliteLedgerStore {
-    const db = new Database(path, { readonly: true, fileMustExist: true });
-    db.pragma("busy_timeout = 5000");
-    const version = schemaVersionOf(db);
+    const db = new Database(path, { readonly: true, fileMustExist: true, timeout: 0 });
+    let version: number;
+    try {
+      version = schemaVersionOf(db);
+    } catch (error) {
+      db.close();
+      if (isBusy(error)) {
+        throw new LedgerInUseError(`the ledger ${path} is held by a running server; stop it first`, { cause: error });
+      }
+      throw error;
+    }
     if (version !== latestSqliteSchemaVersion) {
       db.close();
       throw new SchemaTooNewError(
@@ -127,11 +196,22 @@ export class SqliteLedgerStore implements LedgerStore {
     return new SqliteLedgerStore(db, version, { signer: undefined, logOrigin: "" });
   }
 
-  private constructor(db: Database.Database, schemaVersion: number, receipts: ReceiptIssuer) {
+  private constructor(
+    db: Database.Database,
+    schemaVersion: number,
+    receipts: ReceiptIssuer,
+    storage: StorageWatch = { file: undefined, onWarning: undefined },
+  ) {
     this.#db = db;
     this.#receipts = receipts;
     this.schemaVersion = schemaVersion;
-    this.#writes = new WriteBatcher(db);
+    this.#storage = storage;
+    this.#writes = new WriteBatcher(db, {
+      assertDurable: () => this.#assertFile(),
+      settled: (failure) => {
+        this.#writeFailure = failure;
+      },
+    });
     this.#statements = {
       insert: db.prepare(`
         INSERT INTO executions (execution_id, tenant_id, nonce, action, payload_digest,
@@ -449,8 +529,48 @@ export class SqliteLedgerStore implements LedgerStore {
     });
   }
 
+  /**
+   * Readiness: fails once the ledger file is gone or replaced (for good), and
+   * while the last write batch failed on its storage. In that state nothing
+   * else writes (the server is unready), so each check tries a small real
+   * write of its own; the first that commits makes the store ready again.
+   */
   async check(): Promise<void> {
+    this.#assertFile();
+    if (this.#writeFailure !== undefined) this.#probeWrite();
     this.#read(() => this.#db.prepare("SELECT 1").get());
+  }
+
+  /** A real, durable write that changes nothing: rewrites user_version with its own value. */
+  #probeWrite(): void {
+    try {
+      this.#db
+        .transaction(() => {
+          const version = Number(this.#db.pragma("user_version", { simple: true }));
+          this.#db.pragma(`user_version = ${version}`);
+        })
+        .immediate();
+      this.#assertFile();
+    } catch (error) {
+      this.#writeFailure = error;
+      if (error instanceof StoreUnavailableError) throw error;
+      throw new StoreUnavailableError(`the ledger cannot be written: ${(error as Error).message}`, { cause: error });
+    }
+    this.#writeFailure = undefined;
+  }
+
+  /**
+   * Throws when the ledger's path no longer names the file this store
+   * writes: what is committed there is lost at the next restart, so nothing
+   * more is acknowledged, and the store stays failed until restart.
+   */
+  #assertFile(): void {
+    if (this.#gone !== undefined) throw this.#gone;
+    const problem = this.#storage.file?.problem();
+    if (problem === undefined) return;
+    this.#gone = new StoreUnavailableError(`${problem}; refusing every request until restart`);
+    this.#storage.onWarning?.(this.#gone.message);
+    throw this.#gone;
   }
 
   async close(): Promise<void> {
@@ -459,6 +579,7 @@ export class SqliteLedgerStore implements LedgerStore {
   }
 
   #read<T>(read: () => T): T {
+    if (this.#gone !== undefined) throw this.#gone;
     try {
       return read();
     } catch (error) {
