@@ -9,7 +9,6 @@ import { ErrorDetailSchema } from "../gen/openexec/v1/error_pb.js";
 import { approvalPayloadType } from "../src/approval/approval-artifact.js";
 import { signApproval } from "../src/client/sign-approval.js";
 import { canonicalJsonDigest } from "../src/json/canonical-digest.js";
-import { SqliteLedgerStore } from "../src/ledger/sqlite-store.js";
 import { preAuthEncoding } from "../src/signing/dsse.js";
 import { parsePublicKeyPem, privateKeySeedFromPem } from "../src/signing/ed25519-keys.js";
 import { type AnyJson, postJson } from "./support/clients.js";
@@ -56,14 +55,10 @@ describe("approval artifact encoding", () => {
 
   /** The attempt was denied and recorded with this reason. */
   async function assertRecordedDenial(executionId: string, reason: string): Promise<void> {
-    const store = SqliteLedgerStore.open(server.dbPath);
-    try {
-      const recorded = await store.findById(executionId);
-      assert.ok(recorded !== undefined && recorded.status === "denied", `no denial recorded for ${executionId}`);
-      assert.equal(recorded.reason, reason);
-    } finally {
-      await store.close();
-    }
+    // The server holds its ledger exclusively: read it through the server's own store.
+    const recorded = await server.store.findById(executionId);
+    assert.ok(recorded !== undefined && recorded.status === "denied", `no denial recorded for ${executionId}`);
+    assert.equal(recorded.reason, reason);
   }
 
   async function assertRestMalformed(answer: { status: number; body: AnyJson }): Promise<void> {

@@ -4,7 +4,6 @@ import { gzipSync } from "node:zlib";
 import { create, type JsonObject, toBinary, toJson } from "@bufbuild/protobuf";
 import { ValueSchema } from "@bufbuild/protobuf/wkt";
 import { ExecuteRequestSchema, ExecutionService, VerifyReceiptRequestSchema } from "../gen/openexec/v1/execution_pb.js";
-import { SqliteLedgerStore } from "../src/ledger/sqlite-store.js";
 import { clientFor, postJson, protocols } from "./support/clients.js";
 import { connectCall, envelope, grpcCall, grpcWebCall, type RawAnswer } from "./support/raw-rpc.js";
 import { startTestServer, type TestServer } from "./support/test-server.js";
@@ -38,16 +37,12 @@ describe("reserved and prototype-like keys", () => {
     const first = await postJson(`${server.url}/execute`, { action: "echo", payload: keyed, nonce });
     assert.equal(first.status, 200, JSON.stringify(first.body));
     assert.deepEqual(first.body.result, { echo: keyed });
-    const store = SqliteLedgerStore.open(server.dbPath);
-    try {
-      const stored = await store.findById(first.body.id);
-      assert.ok(stored?.status === "executed");
-      // The stored result is the returned result, member for member.
-      assert.deepEqual(stored.result, first.body.result);
-      assert.deepEqual(Object.keys((stored.result as { echo: JsonObject }).echo).sort(), Object.keys(keyed).sort());
-    } finally {
-      await store.close();
-    }
+    // The server holds its ledger exclusively: read it through the server's own store.
+    const stored = await server.store.findById(first.body.id);
+    assert.ok(stored?.status === "executed");
+    // The stored result is the returned result, member for member.
+    assert.deepEqual(stored.result, first.body.result);
+    assert.deepEqual(Object.keys((stored.result as { echo: JsonObject }).echo).sort(), Object.keys(keyed).sort());
     const verified = await postJson(`${server.url}/receipts/verify`, {
       exec_id: first.body.id,
       result: first.body.result,
