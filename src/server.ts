@@ -10,6 +10,7 @@ import { clawshieldApprovalGate, demoApprovalGate } from "./approval/approval-ga
 import type { ServerConfig } from "./config/server-config.js";
 import { Rejection } from "./errors/reason.js";
 import { Executor } from "./execution/executor.js";
+import type { Ledger } from "./ledger/ledger.js";
 import { type ReceiptIssuer, SqliteLedgerStore } from "./ledger/sqlite-store.js";
 import type { LedgerStore } from "./ledger/store.js";
 import type { Logger } from "./log/logger.js";
@@ -58,11 +59,15 @@ export async function startServer(
   const log = new TransparencyLog(store, receiptKey.noteSigner(logOrigin), logger);
   try {
     await log.assertContinuity();
+    await log.start(config.checkpointIntervalMs);
   } catch (error) {
+    log.stop();
     await store.close();
     throw error;
   }
-  log.start();
+  store.startLeases((error) =>
+    logger.error({ err: error instanceof Error ? error.name : typeof error }, "lease renewal failed"),
+  );
 
   const executor = new Executor({
     store,
@@ -170,7 +175,7 @@ export async function startServer(
       await http.closeConnections(1000);
       // A last checkpoint, so that every receipt issued is covered by a signed one.
       log.stop();
-      await log.checkpoint().catch(() => undefined);
+      await log.publish().catch(() => undefined);
       await store.close();
       logger.info("stopped");
     })();
@@ -198,10 +203,10 @@ function receiptKeyPath(config: ServerConfig): string {
   return config.database.kind === "sqlite" ? `${config.database.path}.receipt-key.pem` : "openexec.receipt-key.pem";
 }
 
-function openStore(config: ServerConfig, receipts: ReceiptIssuer, onWarning: (message: string) => void): LedgerStore {
+function openStore(config: ServerConfig, receipts: ReceiptIssuer, onWarning: (message: string) => void): Ledger {
   switch (config.database.kind) {
     case "sqlite":
-      return SqliteLedgerStore.open(config.database.path, receipts, { onWarning });
+      return SqliteLedgerStore.open(config.database.path, receipts, { onWarning, leaseMs: config.leaseMs });
     case "postgres":
       throw new Error("PostgreSQL is not supported by this build");
   }

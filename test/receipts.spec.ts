@@ -2,9 +2,10 @@ import assert from "node:assert/strict";
 import { copyFileSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { after, before, describe, it } from "node:test";
-import { fromJson } from "@bufbuild/protobuf";
+import { fromBinary, fromJson } from "@bufbuild/protobuf";
 import Database from "better-sqlite3";
 import { SignedEnvelopeSchema } from "../gen/openexec/v1/envelope_pb.js";
+import { ReceiptSchema } from "../gen/openexec/v1/receipt_pb.js";
 import { TransparencyLogService } from "../gen/openexec/v1/transparency_log_pb.js";
 import { verifySignedCheckpoint } from "../src/receipts/checkpoint.js";
 import { leafHash, verifyConsistency, verifyInclusion } from "../src/receipts/merkle-tree.js";
@@ -23,6 +24,15 @@ async function bundleOf(server: TestServer, id: string): Promise<AnyJson> {
   return body;
 }
 
+/** The latest checkpoint once it covers leaf `logIndex` (checkpoints are published by a timer). */
+async function checkpointCovering(url: string, logIndex: number): Promise<string> {
+  for (let attempt = 0; ; attempt++) {
+    const note = await (await fetch(`${url}/log/checkpoint`)).text();
+    if (Number(note.split("\n")[1]) > logIndex || attempt > 200) return note;
+    await new Promise((resolve) => setTimeout(resolve, 20));
+  }
+}
+
 function offline(pem: string, bundle: unknown) {
   const evidence = evidenceFromBundle(pem, bundle);
   assert.ok(typeof evidence !== "string", String(evidence));
@@ -33,7 +43,8 @@ describe("signed receipts in a transparency log", () => {
   let server: TestServer;
   let pem: string;
   before(async () => {
-    server = await startTestServer();
+    // Checkpoints are signed by a timer, never by a read: a short interval keeps the test quick.
+    server = await startTestServer({ OPENEXEC_CHECKPOINT_INTERVAL_MS: "50" });
     pem = await publicKeyOf(server);
   });
   after(() => server.close());
@@ -162,7 +173,9 @@ describe("signed receipts in a transparency log", () => {
     for (let i = 0; i < 40; i++) {
       const { body } = await execute({ action: "counter.add", payload: { key: "tree", delta: 1 }, nonce: `tree-${i}` });
       ids.push(body.id);
-      const note = await (await fetch(`${server.url}/log/checkpoint`)).text();
+      // The timer publishes a checkpoint covering this receipt within its interval.
+      const logIndex = Number(fromBinary(ReceiptSchema, Buffer.from(body.signed_receipt.payload, "base64")).logIndex);
+      const note = await checkpointCovering(server.url, logIndex);
       const origin = note.split("\n")[0] ?? "";
       const checkpoint = verifySignedCheckpoint(
         note,

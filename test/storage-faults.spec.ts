@@ -213,9 +213,20 @@ describe("a ledger that cannot be written", () => {
       const store = SqliteLedgerStore.openReadOnly(dbPath);
       try {
         await store.check();
-        await assert.rejects(store.saveCheckpoint({ treeSize: 0, rootHash: Buffer.alloc(32), note: "n" }), {
-          code: "SQLITE_READONLY",
-        });
+        await assert.rejects(
+          store.recordDenial({
+            attemptId: "read-only-1",
+            tenantId: "demo",
+            nonce: "n",
+            action: "echo",
+            payloadDigest: Buffer.alloc(32),
+            approvalDigest: undefined,
+            reason: "action_not_allowed",
+            logicalTime: new Date(0),
+          }),
+          (error: Error & { cause?: { code?: string } }) =>
+            error.name === "StoreUnavailableError" && error.cause?.code === "SQLITE_READONLY",
+        );
         await assert.rejects(store.check(), { name: "StoreUnavailableError", message: /cannot be written/ });
         await assert.rejects(store.check(), { name: "StoreUnavailableError" });
       } finally {

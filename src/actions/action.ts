@@ -16,21 +16,17 @@ export interface ExecutionContext {
 }
 
 /**
- * What a handler asks the ledger to commit. The ledger applies the effect in
- * the same transaction that records the execution as finished, so a replay or
- * a duplicate can never apply it twice. The set is closed on purpose: new
- * kinds of state are added here and in each store, not improvised by handlers.
+ * What a handler asks the ledger to commit, as data. The ledger applies the
+ * effect in the same transaction that records the execution as finished, so a
+ * replay or a duplicate can never apply it twice. The set is closed on
+ * purpose: new kinds of state are added here and in the recorder
+ * (src/ledger/recorder.ts), not improvised by handlers.
  */
 export type ActionEffect =
   /** A plain result, nothing else to commit. */
   | { readonly kind: "result"; readonly result: JsonValue }
-  /** Add `delta` to the tenant's integer counter `key`; the result is rendered from the new total. */
-  | {
-      readonly kind: "counter_add";
-      readonly key: string;
-      readonly delta: number;
-      readonly result: (total: number) => JsonValue;
-    };
+  /** Add `delta` to the tenant's integer counter `key`; the result is {"key": key, "value": new total}. */
+  | { readonly kind: "counter_add"; readonly key: string; readonly delta: number };
 
 /** A payload the action does not accept; answered as INVALID_ARGUMENT. */
 export class ActionInputError extends Error {

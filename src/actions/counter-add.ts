@@ -32,6 +32,5 @@ export const counterAddAction: Action<CounterAddInput> = {
     kind: "counter_add",
     key,
     delta,
-    result: (total) => ({ key, value: total }),
   }),
 };

@@ -2,6 +2,7 @@ import { createPublicKey } from "node:crypto";
 import { existsSync, readFileSync } from "node:fs";
 import { defaultDatabaseUrl } from "../config/server-config.js";
 import { parseDatabaseUrl } from "../ledger/database-url.js";
+import type { Ledger } from "../ledger/ledger.js";
 import { LedgerInUseError, SqliteLedgerStore } from "../ledger/sqlite-store.js";
 import { parsePublicKeyPem, type VerificationKey } from "../signing/ed25519-keys.js";
 
@@ -15,7 +16,7 @@ export class UsageError extends Error {
  * read-only. A running server holds its ledger exclusively: that is refused at
  * once (exit 2), not waited for.
  */
-export function openLedgerReadOnly(dbUrl: string | undefined): { store: SqliteLedgerStore; path: string } {
+export function openLedgerReadOnly(dbUrl: string | undefined): { store: Ledger; path: string } {
   const location = parseDatabaseUrl(dbUrl ?? process.env.OPENEXEC_DB_URL ?? defaultDatabaseUrl);
   if (location.kind !== "sqlite") throw new UsageError("only sqlite:/// ledgers can be opened by this command");
   if (!existsSync(location.path)) throw new UsageError(`no ledger at ${location.path}`);

@@ -21,6 +21,10 @@ export interface ServerConfig {
   readonly logLevel: LogLevel;
   /** How long SIGTERM waits for in-flight executions before closing anyway. */
   readonly shutdownTimeoutMs: number;
+  /** OPENEXEC_CHECKPOINT_INTERVAL_MS: how often a checkpoint is signed while the log grows. */
+  readonly checkpointIntervalMs: number;
+  /** OPENEXEC_LEASE_MS: how long a reservation stays this process's without renewal. */
+  readonly leaseMs: number;
   /** OPENEXEC_LOG_ORIGIN: the transparency log's name; undefined: "openexec/<receipt key id>". */
   readonly logOrigin: string | undefined;
   /** OPENEXEC_RECEIPT_KEY: the receipt signing key (PEM); undefined: kept beside the ledger. */
@@ -165,6 +169,8 @@ export function loadServerConfig(
   else problems.push(`OPENEXEC_LOG_LEVEL must be one of ${logLevels.join(", ")}; got "${levelRaw}"`);
 
   const shutdownTimeoutMs = integer("OPENEXEC_SHUTDOWN_TIMEOUT_MS", 10_000, 0, 600_000);
+  const checkpointIntervalMs = integer("OPENEXEC_CHECKPOINT_INTERVAL_MS", 1000, 50, 60_000);
+  const leaseMs = integer("OPENEXEC_LEASE_MS", 30_000, 1000, 3_600_000);
 
   const warnings: string[] = [];
   if (
@@ -198,6 +204,8 @@ export function loadServerConfig(
   }
   if (problems.length > 0) throw new ConfigError(problems);
   return {
+    checkpointIntervalMs,
+    leaseMs,
     mode,
     host,
     port,

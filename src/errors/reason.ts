@@ -53,6 +53,8 @@ export const rejectionCodes = {
   in_progress: Code.Unavailable,
   store_unavailable: Code.Unavailable,
   draining: Code.Unavailable,
+  // No checkpoint covers the receipt yet (checkpoints are signed every second): retry (503).
+  checkpoint_pending: Code.Unavailable,
 } as const satisfies Record<string, Code>;
 
 export type RejectionReason = keyof typeof rejectionCodes;

@@ -1,63 +1,32 @@
 import { randomUUID } from "node:crypto";
 import type { JsonValue } from "@bufbuild/protobuf";
+import type { FailureReason, RejectionReason } from "../errors/reason.js";
 import type { NoteSigner } from "../receipts/checkpoint.js";
 import type { EncodedReceipt } from "../receipts/receipt.js";
-import type { TileReader } from "../tlog/tiled-tree.js";
+import { isStorageFault, LedgerBugError, StoreUnavailableError } from "./errors.js";
 import type { CheckpointRow, DenialRow, ExecutionRow, LedgerStorage, ReceiptRow } from "./ports.js";
-import { StoreFailure } from "./ports.js";
 import {
-  type DenialFacts,
-  type LedgerCompletion,
   LedgerRecorder,
   type LedgerWrite,
   type ReceiptIssuer,
   type ReservationFacts,
   type WriteOutcome,
 } from "./recorder.js";
-
-/** How an execution's nonce was settled by a write. */
-export type ReserveOutcome =
-  | { readonly kind: "reserved" }
-  | { readonly kind: "existing"; readonly record: ExecutionRecord }
-  | { readonly kind: "approval_used" };
-
-export type RecordOutcome =
-  | { readonly kind: "recorded"; readonly record: FinishedExecution }
-  | Exclude<ReserveOutcome, { kind: "reserved" }>;
-
-interface ExecutionBase {
-  readonly executionId: string;
-  readonly tenantId: string;
-  readonly nonce: string;
-  readonly action: string;
-  readonly payloadDigest: Buffer;
-  readonly approvalDigest: Buffer | undefined;
-  readonly logicalTime: Date;
-}
-
-export type PendingExecution = ExecutionBase & { readonly status: "pending" };
-
-export type FinishedExecution = ExecutionBase &
-  (
-    | {
-        readonly status: "executed";
-        /** The stored result as JSON text; `result` parses it, and callers check it against `resultDigest`. */
-        readonly resultJson: string;
-        readonly result: JsonValue;
-        readonly resultDigest: Buffer;
-        readonly receipt: EncodedReceipt;
-      }
-    | { readonly status: "failed"; readonly reason: string; readonly receipt: EncodedReceipt }
-    | { readonly status: "interrupted"; readonly receipt: EncodedReceipt }
-  );
-
-export type ExecutionRecord = PendingExecution | FinishedExecution;
-
-export type DeniedAttempt = ExecutionBase & {
-  readonly status: "denied";
-  readonly reason: string;
-  readonly receipt: EncodedReceipt;
-};
+import type {
+  Completion,
+  Denial,
+  DeniedAttempt,
+  ExecutionRecord,
+  FinishedExecution,
+  LedgerStore,
+  LogEntry,
+  RecordOutcome,
+  Reservation,
+  ReserveOutcome,
+  StoredCheckpoint,
+  StoredCounter,
+  UnloggedEntry,
+} from "./store.js";
 
 export interface LedgerOptions {
   readonly issuer: ReceiptIssuer;
@@ -72,18 +41,22 @@ export interface LedgerOptions {
   readonly now?: () => number;
 }
 
+/** Without a signer: for tools that only read, and tests of storage alone. */
+export const unsignedIssuer: ReceiptIssuer = { signer: undefined, logOrigin: "" };
+
 /**
- * The execution ledger as the executor, the log and the verifiers use it:
- * writes grouped into one transaction per turn of the event loop (N requests,
- * one commit, one fsync; each answered only after its commit), the recorder
- * deciding what each writes, reads straight from storage, and leases on the
- * reservations this process holds, renewed while their handlers run.
+ * The execution ledger over a storage adapter: writes grouped into one
+ * transaction per turn of the event loop (N requests, one commit, one fsync;
+ * each answered only after its commit), the recorder deciding what each
+ * writes, reads straight from storage, and leases on the reservations this
+ * process holds, renewed while their handlers run.
  */
-export class Ledger implements TileReader {
+export class Ledger implements LedgerStore {
   /** This process's identity as a lease owner. */
   readonly owner = randomUUID();
   readonly #storage: LedgerStorage;
-  readonly #recorder: LedgerRecorder;
+  /** Restored from storage as the ledger opens; every commit waits for it. */
+  readonly #recorder: Promise<LedgerRecorder>;
   readonly #options: LedgerOptions;
   readonly #now: () => number;
   #queue: { write: LedgerWrite; resolve: (outcome: WriteOutcome) => void; reject: (error: unknown) => void }[] = [];
@@ -92,26 +65,23 @@ export class Ledger implements TileReader {
   readonly #held = new Set<string>();
   #leaseTimer: NodeJS.Timeout | undefined;
 
-  private constructor(storage: LedgerStorage, recorder: LedgerRecorder, options: LedgerOptions) {
+  constructor(storage: LedgerStorage, options: LedgerOptions) {
     this.#storage = storage;
-    this.#recorder = recorder;
     this.#options = options;
     this.#now = options.now ?? Date.now;
-  }
-
-  static async open(storage: LedgerStorage, options: LedgerOptions): Promise<Ledger> {
-    return new Ledger(storage, await LedgerRecorder.open(storage, options.issuer), options);
+    this.#recorder = LedgerRecorder.open(storage, options.issuer);
+    // A failure here surfaces at the first write, never as an unhandled rejection.
+    this.#recorder.catch(() => undefined);
   }
 
   get schemaVersion(): number {
     return this.#storage.schemaVersion;
   }
 
-  /** Durably reserves the nonce before an external handler runs; the lease is this process's. */
-  async reserve(reservation: ReservationFacts): Promise<ReserveOutcome> {
+  async reserve(reservation: Reservation): Promise<ReserveOutcome> {
     const outcome = await this.#write({
       kind: "reserve",
-      reservation,
+      reservation: factsOf(reservation),
       leaseOwner: this.owner,
       leaseUntilMs: this.#now() + this.#options.leaseMs,
     });
@@ -119,63 +89,77 @@ export class Ledger implements TileReader {
     return reserveOutcome(outcome);
   }
 
-  /** Finishes a reservation this process holds: effect, result and receipt in one transaction. */
-  async complete(executionId: string, completion: LedgerCompletion): Promise<FinishedExecution> {
+  async complete(executionId: string, completion: Completion): Promise<FinishedExecution> {
     try {
       const outcome = await this.#write({ kind: "complete", executionId, completion });
-      if (outcome.kind !== "recorded") throw new StoreFailure("bug", `unexpected outcome ${outcome.kind}`);
+      if (outcome.kind !== "recorded") throw new LedgerBugError(`complete answered ${outcome.kind}`);
       return toRecord(outcome.row) as FinishedExecution;
     } finally {
       this.#held.delete(executionId);
     }
   }
 
-  /** Reserves and finishes in one transaction (actions whose every effect goes through the ledger). */
-  async reserveAndComplete(reservation: ReservationFacts, completion: LedgerCompletion): Promise<RecordOutcome> {
-    const outcome = await this.#write({ kind: "record", reservation, completion });
+  async reserveAndComplete(reservation: Reservation, completion: Completion): Promise<RecordOutcome> {
+    const outcome = await this.#write({ kind: "record", reservation: factsOf(reservation), completion });
     if (outcome.kind === "recorded") return { kind: "recorded", record: toRecord(outcome.row) as FinishedExecution };
     return reserveOutcome(outcome) as RecordOutcome;
   }
 
-  async recordDenial(denial: DenialFacts): Promise<DeniedAttempt> {
-    const outcome = await this.#write({ kind: "deny", denial });
-    if (outcome.kind !== "denied") throw new StoreFailure("bug", `unexpected outcome ${outcome.kind}`);
+  async recordDenial(denial: Denial): Promise<DeniedAttempt> {
+    const outcome = await this.#write({
+      kind: "deny",
+      denial: {
+        attemptId: denial.attemptId,
+        tenantId: denial.tenantId,
+        nonce: denial.nonce,
+        action: denial.action,
+        payloadDigest: denial.payloadDigest,
+        approvalDigest: denial.approvalDigest,
+        reason: denial.reason,
+        logicalTimeMs: denial.logicalTime.getTime(),
+      },
+    });
+    if (outcome.kind !== "denied") throw new LedgerBugError(`deny answered ${outcome.kind}`);
     return toDenied(outcome.row);
   }
 
+  recoverInterrupted(): Promise<number> {
+    return this.interruptExpired(true);
+  }
+
   /**
-   * Interrupts (with receipts) the reservations whose lease ran out; on
-   * exclusive storage, at start, every pending one. Returns how many.
+   * Interrupts (with receipts) the reservations whose lease ran out; at start
+   * on exclusive storage, every pending one. Returns how many.
    */
   async interruptExpired(atStart = false): Promise<number> {
     const nowMs = atStart && this.#options.exclusive ? Number.MAX_SAFE_INTEGER : this.#now();
+    const limit = 500;
     let total = 0;
     for (;;) {
-      const outcome = await this.#write({ kind: "interrupt_expired", nowMs, limit: 500 });
+      const outcome = await this.#write({ kind: "interrupt_expired", nowMs, limit });
       const count = outcome.kind === "interrupted" ? outcome.rows.length : 0;
       total += count;
-      if (count < 500) return total;
+      if (count < limit) return total;
     }
   }
 
-  /** Renews this process's leases every third of their length, and sweeps others' expired ones as often. */
+  /** Renews this process's leases every third of their length, and sweeps expired ones as often. */
   startLeases(onError: (error: unknown) => void): void {
     const every = Math.max(50, Math.floor(this.#options.leaseMs / 3));
     this.#leaseTimer = setInterval(() => {
       const ids = [...this.#held];
-      const renew = ids.length === 0 ? Promise.resolve() : this.#renew(ids);
-      renew.then(() => this.interruptExpired()).catch(onError);
+      const renewed =
+        ids.length === 0
+          ? Promise.resolve()
+          : this.#write({
+              kind: "renew",
+              owner: this.owner,
+              executionIds: ids,
+              untilMs: this.#now() + this.#options.leaseMs,
+            });
+      renewed.then(() => (this.#options.exclusive ? 0 : this.interruptExpired())).catch(onError);
     }, every);
     this.#leaseTimer.unref();
-  }
-
-  async #renew(ids: string[]): Promise<void> {
-    await this.#write({
-      kind: "renew",
-      owner: this.owner,
-      executionIds: ids,
-      untilMs: this.#now() + this.#options.leaseMs,
-    });
   }
 
   async find(tenantId: string, nonce: string): Promise<ExecutionRecord | undefined> {
@@ -190,7 +174,6 @@ export class Ledger implements TileReader {
     return denial === undefined ? undefined : toDenied(denial);
   }
 
-  /** The approval id an execution consumed (for audit). */
   async approvalIdOf(executionId: string): Promise<string | undefined> {
     return (await this.#storage.findExecutionById(executionId))?.approvalId;
   }
@@ -203,23 +186,42 @@ export class Ledger implements TileReader {
     return this.#storage.readTiles(ids);
   }
 
-  latestCheckpoint(): Promise<CheckpointRow | undefined> {
-    return this.#storage.latestCheckpoint();
+  async latestCheckpoint(): Promise<StoredCheckpoint | undefined> {
+    return toCheckpoint(await this.#storage.latestCheckpoint());
   }
 
-  checkpointAt(treeSize: number): Promise<CheckpointRow | undefined> {
-    return this.#storage.checkpointAt(treeSize);
+  async checkpointAt(treeSize: number): Promise<StoredCheckpoint | undefined> {
+    return toCheckpoint(await this.#storage.checkpointAt(treeSize));
   }
 
-  /** Signs a checkpoint of everything committed, unless the latest one covers it (timer and shutdown only). */
-  async checkpoint(signer: NoteSigner): Promise<CheckpointRow> {
-    await this.#flushing;
-    return this.#recorder.checkpoint(this.#storage, signer);
+  async checkpoint(signer: NoteSigner): Promise<StoredCheckpoint> {
+    while (this.#flushing !== undefined) await this.#flushing;
+    const recorder = await this.#recorder;
+    return toCheckpoint(await recorder.checkpoint(this.#storage, signer)) as StoredCheckpoint;
   }
 
-  /** The storage, for whole-ledger scans (audit, export). */
-  get scanner(): LedgerStorage {
-    return this.#storage;
+  async *logEntries(): AsyncGenerator<LogEntry> {
+    for await (const entry of this.#storage.leafEntries()) {
+      yield {
+        leafIndex: entry.leaf.index,
+        leafHash: Buffer.from(entry.leaf.hash),
+        kind: entry.leaf.kind,
+        entryId: entry.leaf.entryId,
+        receipt: entry.receipt === undefined ? undefined : toReceipt(entry.receipt),
+      };
+    }
+  }
+
+  async *checkpoints(): AsyncGenerator<StoredCheckpoint> {
+    for await (const row of this.#storage.checkpoints()) yield toCheckpoint(row) as StoredCheckpoint;
+  }
+
+  counters(): AsyncIterable<StoredCounter> {
+    return this.#storage.counters();
+  }
+
+  unloggedEntries(): AsyncIterable<UnloggedEntry> {
+    return this.#storage.unloggedEntries();
   }
 
   check(): Promise<void> {
@@ -229,7 +231,10 @@ export class Ledger implements TileReader {
   /** Commits what is queued, stops renewing leases, closes the storage. */
   async close(): Promise<void> {
     clearInterval(this.#leaseTimer);
-    while (this.#flushing !== undefined) await this.#flushing;
+    while (this.#flushing !== undefined || this.#queue.length > 0) {
+      if (this.#flushing === undefined) this.#flush();
+      await this.#flushing;
+    }
     await this.#storage.close();
   }
 
@@ -246,20 +251,22 @@ export class Ledger implements TileReader {
     const batch = this.#queue;
     this.#queue = [];
     this.#flushing = this.#recorder
-      .commit(
-        this.#storage,
-        batch.map((item) => item.write),
+      .then((recorder) =>
+        recorder.commit(
+          this.#storage,
+          batch.map((item) => item.write),
+        ),
       )
       .then(
         (results) => {
           batch.forEach((item, i) => {
             const result = results[i];
             if (result?.ok) item.resolve(result.outcome);
-            else item.reject(result?.error ?? new StoreFailure("bug", "no result for a write"));
+            else item.reject(asLedgerError(result?.error));
           });
         },
         (error: unknown) => {
-          for (const item of batch) item.reject(error);
+          for (const item of batch) item.reject(asLedgerError(error));
         },
       )
       .finally(() => {
@@ -267,6 +274,29 @@ export class Ledger implements TileReader {
         if (this.#queue.length > 0) setImmediate(() => this.#flush());
       });
   }
+}
+
+/** A write's failure as the types callers switch on: storage faults are unavailability, the rest bugs. */
+function asLedgerError(error: unknown): Error {
+  if (error instanceof StoreUnavailableError || error instanceof LedgerBugError) return error;
+  if (isStorageFault(error)) {
+    return new StoreUnavailableError(`ledger write failed: ${(error as Error).message}`, { cause: error });
+  }
+  return new LedgerBugError(`ledger write failed: ${error instanceof Error ? error.message : String(error)}`, {
+    cause: error,
+  });
+}
+
+function factsOf(reservation: Reservation): ReservationFacts {
+  return {
+    executionId: reservation.executionId,
+    tenantId: reservation.tenantId,
+    nonce: reservation.nonce,
+    action: reservation.action,
+    payloadDigest: reservation.payloadDigest,
+    approval: reservation.approval,
+    logicalTimeMs: reservation.logicalTime.getTime(),
+  };
 }
 
 function reserveOutcome(outcome: WriteOutcome): ReserveOutcome {
@@ -277,7 +307,7 @@ function reserveOutcome(outcome: WriteOutcome): ReserveOutcome {
     case "existing":
       return { kind: "existing", record: toRecord(outcome.row) };
     default:
-      throw new StoreFailure("bug", `unexpected outcome ${outcome.kind}`);
+      throw new LedgerBugError(`a reservation answered ${outcome.kind}`);
   }
 }
 
@@ -285,8 +315,14 @@ function toReceipt(row: ReceiptRow): EncodedReceipt {
   return { body: row.body, digest: Buffer.from(row.digest), signature: row.signature };
 }
 
+function toCheckpoint(row: CheckpointRow | undefined): StoredCheckpoint | undefined {
+  return row === undefined
+    ? undefined
+    : { treeSize: row.treeSize, rootHash: Buffer.from(row.rootHash), note: row.note };
+}
+
 function toRecord(row: ExecutionRow): ExecutionRecord {
-  const base: ExecutionBase = {
+  const base = {
     executionId: row.executionId,
     tenantId: row.tenantId,
     nonce: row.nonce,
@@ -297,30 +333,26 @@ function toRecord(row: ExecutionRow): ExecutionRecord {
   };
   if (row.status === "pending") return { ...base, status: "pending" };
   if (row.receipt === undefined)
-    throw new StoreFailure("bug", `execution ${row.executionId} is finished but has no receipt`);
+    throw new LedgerBugError(`execution ${row.executionId} is finished but has no receipt`);
   const receipt = toReceipt(row.receipt);
   switch (row.status) {
     case "executed": {
       if (row.resultJson === undefined || row.resultDigest === undefined) {
-        throw new StoreFailure("bug", `execution ${row.executionId} is executed but has no result`);
+        throw new LedgerBugError(`execution ${row.executionId} is executed but has no result`);
       }
       let result: JsonValue;
       try {
         result = JSON.parse(row.resultJson) as JsonValue;
       } catch (error) {
-        throw new StoreFailure("bug", `execution ${row.executionId} holds a result that is not JSON`, { cause: error });
+        // Edited outside OpenExec: the ledger cannot serve this row (audit names it).
+        throw new StoreUnavailableError(`execution ${row.executionId} holds a result that is not JSON`, {
+          cause: error,
+        });
       }
-      return {
-        ...base,
-        status: "executed",
-        resultJson: row.resultJson,
-        result,
-        resultDigest: Buffer.from(row.resultDigest),
-        receipt,
-      };
+      return { ...base, status: "executed", result, resultDigest: Buffer.from(row.resultDigest), receipt };
     }
     case "failed":
-      return { ...base, status: "failed", reason: row.reason ?? "", receipt };
+      return { ...base, status: "failed", reason: (row.reason ?? "") as FailureReason, receipt };
     case "interrupted":
       return { ...base, status: "interrupted", receipt };
   }
@@ -336,7 +368,7 @@ function toDenied(row: DenialRow): DeniedAttempt {
     approvalDigest: row.approvalDigest === undefined ? undefined : Buffer.from(row.approvalDigest),
     logicalTime: new Date(row.logicalTimeMs),
     status: "denied",
-    reason: row.reason,
+    reason: row.reason as RejectionReason,
     receipt: toReceipt(row.receipt),
   };
 }

@@ -159,22 +159,3 @@ export interface LedgerStorage extends LedgerReader, LedgerScanner {
   check(): Promise<void>;
   close(): Promise<void>;
 }
-
-/** Why storage failed: callers answer `unavailable` with 503 and retry; `bug` is logged with its cause. */
-export type StoreFailureKind = "unavailable" | "bug";
-
-/** A typed storage failure, with the driver's error as its cause. */
-export class StoreFailure extends Error {
-  override readonly name = "StoreFailure";
-  constructor(
-    readonly kind: StoreFailureKind,
-    message: string,
-    options?: { cause?: unknown },
-  ) {
-    super(message, options);
-  }
-}
-
-export function isStoreFailure(error: unknown): error is StoreFailure {
-  return error instanceof StoreFailure;
-}

@@ -2,20 +2,21 @@ import type { JsonValue } from "@bufbuild/protobuf";
 import { ExecutionStatus } from "../../gen/openexec/v1/receipt_pb.js";
 import { canonicalJsonDigest } from "../json/canonical-digest.js";
 import { formatCheckpointBody, type NoteSigner, signCheckpoint } from "../receipts/checkpoint.js";
-import { leafHash } from "../receipts/merkle-tree.js";
+import { leafHash, verifyConsistency } from "../receipts/merkle-tree.js";
 import { encodeReceipt, type ReceiptFacts, type ReceiptSigner } from "../receipts/receipt.js";
+import { consistencyPlan } from "../tlog/proof-plan.js";
 import { hashesAtLevel, tileWidth } from "../tlog/tile-path.js";
-import { TreeEdge } from "../tlog/tiled-tree.js";
-import {
-  type CheckpointRow,
-  type DenialRow,
-  type ExecutionFinish,
-  type ExecutionRow,
-  type LeafRow,
-  type LedgerStorage,
-  type LedgerTransaction,
-  type ReceiptRow,
-  StoreFailure,
+import { proofFromTiles, TreeEdge } from "../tlog/tiled-tree.js";
+import { LedgerBugError, StoreUnavailableError } from "./errors.js";
+import type {
+  CheckpointRow,
+  DenialRow,
+  ExecutionFinish,
+  ExecutionRow,
+  LeafRow,
+  LedgerStorage,
+  LedgerTransaction,
+  ReceiptRow,
 } from "./ports.js";
 
 /** What is recorded before (or, for ledger-only actions, together with) a run. */
@@ -160,18 +161,37 @@ export class LedgerRecorder {
     } catch (error) {
       this.#edge = before;
       const failure =
-        error instanceof StoreFailure
+        error instanceof StoreUnavailableError || error instanceof LedgerBugError
           ? error
-          : new StoreFailure("unavailable", "ledger commit failed", { cause: error });
+          : new StoreUnavailableError("ledger commit failed", { cause: error });
       return writes.map(() => ({ ok: false, error: failure }));
     }
   }
 
-  /** Signs and stores a checkpoint of the tree as committed, unless one exists at this size. */
+  /**
+   * Signs and stores a checkpoint of the tree as committed, unless one exists
+   * at this size. A new checkpoint must extend the last one (checked with a
+   * consistency proof from the stored tiles before signing): a log whose
+   * stored tree no longer agrees with what it signed is never signed again.
+   */
   async checkpoint(storage: LedgerStorage, signer: NoteSigner): Promise<CheckpointRow> {
     const latest = await storage.latestCheckpoint();
     if (latest !== undefined && latest.treeSize === this.#edge.size) return latest;
     const rootHash = this.#edge.root();
+    if (latest !== undefined) {
+      const proof =
+        latest.treeSize > this.#edge.size
+          ? undefined
+          : await proofFromTiles(consistencyPlan(latest.treeSize, this.#edge.size), storage);
+      if (
+        proof === undefined ||
+        !verifyConsistency(latest.treeSize, this.#edge.size, latest.rootHash, rootHash, proof)
+      ) {
+        throw new LedgerBugError(
+          `the log's stored tree of ${this.#edge.size} leaves does not extend its checkpoint of ${latest.treeSize}; refusing to sign (run openexec audit)`,
+        );
+      }
+    }
     const body = formatCheckpointBody({ origin: signer.name, size: this.#edge.size, rootHash });
     const row: CheckpointRow = { treeSize: this.#edge.size, rootHash, note: signCheckpoint(body, signer) };
     await storage.transaction((tx) => tx.insertCheckpoint(row));
@@ -206,11 +226,11 @@ export class LedgerRecorder {
       case "complete": {
         const pending = await tx.findExecutionById(write.executionId);
         if (pending === undefined || pending.status !== "pending") {
-          throw new StoreFailure("bug", `execution ${write.executionId} is not pending`);
+          throw new LedgerBugError(`execution ${write.executionId} is not pending`);
         }
         const finish = await this.#finish(tx, pending, write.completion, issue);
         if (!(await tx.finishExecution(pending.executionId, finish))) {
-          throw new StoreFailure("bug", `execution ${write.executionId} was not finished`);
+          throw new LedgerBugError(`execution ${write.executionId} was not finished`);
         }
         return { kind: "recorded", row: { ...pending, ...finish, leaseOwner: undefined, leaseUntilMs: undefined } };
       }

@@ -1,5 +1,9 @@
+import { mkdirSync } from "node:fs";
+import { dirname } from "node:path";
 import Database from "better-sqlite3";
 import { TreeEdge } from "../tlog/tiled-tree.js";
+import { isStorageFault, LedgerInUseError, SchemaTooNewError, StoreUnavailableError } from "./errors.js";
+import { createOwnerOnly, LedgerFileIdentity } from "./ledger-file.js";
 import type {
   CheckpointRow,
   DenialRow,
@@ -12,7 +16,6 @@ import type {
   ReceiptRow,
   TileRow,
 } from "./ports.js";
-import { StoreFailure } from "./ports.js";
 import { latestSqliteSchemaVersion, sqliteMigrations } from "./sqlite-migrations.js";
 
 interface ExecutionColumns {
@@ -49,6 +52,13 @@ interface DenialColumns {
   receipt_signature: Buffer | null;
 }
 
+/** How a storage opened for serving watches its file. */
+interface StorageWatch {
+  readonly file: LedgerFileIdentity | undefined;
+  readonly onWarning: ((message: string) => void) | undefined;
+  readonly readOnly: boolean;
+}
+
 interface LeafEntryColumns {
   leaf_index: number;
   leaf_hash: Buffer;
@@ -75,12 +85,18 @@ export class SqliteStorage implements LedgerStorage {
   readonly schemaVersion: number;
   readonly #db: Database.Database;
   readonly #sql;
+  readonly #watch: StorageWatch;
   /** The transaction in progress, if any: reads and the next transaction wait for it. */
   #busy: Promise<unknown> | undefined;
+  /** Set once the ledger file is gone or replaced: every later request fails until restart. */
+  #gone: StoreUnavailableError | undefined;
+  /** The storage fault of the last transaction, until a write (or the readiness probe) commits. */
+  #writeFailure: unknown;
 
-  constructor(db: Database.Database, schemaVersion: number) {
+  constructor(db: Database.Database, schemaVersion: number, watch: StorageWatch) {
     this.#db = db;
     this.schemaVersion = schemaVersion;
+    this.#watch = watch;
     this.#sql = {
       byKey: db.prepare<[string, string], ExecutionColumns>(
         "SELECT * FROM executions WHERE tenant_id = ? AND nonce = ?",
@@ -151,8 +167,16 @@ export class SqliteStorage implements LedgerStorage {
     }
   }
 
+  /**
+   * One transaction: refused before it starts when the file is gone, and
+   * after its COMMIT the file is checked again before anyone hears back (a
+   * commit into an unlinked file is not durable). A storage fault met by any
+   * write, or by the commit, makes the store unready until a write commits.
+   */
   async #transactionNow<T>(work: (tx: LedgerTransaction) => Promise<T>): Promise<T> {
     const db = this.#db;
+    this.#assertFile();
+    let fault: unknown;
     this.#guard(() => db.exec("BEGIN IMMEDIATE"));
     let savepoints = 0;
     const sql = this.#sql;
@@ -165,6 +189,7 @@ export class SqliteStorage implements LedgerStorage {
           db.exec(`RELEASE ${name}`);
           return value;
         } catch (error) {
+          if (isStorageFault(error)) fault ??= error;
           db.exec(`ROLLBACK TO ${name}; RELEASE ${name}`);
           throw error;
         }
@@ -199,11 +224,68 @@ export class SqliteStorage implements LedgerStorage {
     try {
       const value = await work(tx);
       this.#guard(() => db.exec("COMMIT"));
+      this.#assertFile();
+      this.#writeFailure = fault;
       return value;
     } catch (error) {
       if (db.inTransaction) db.exec("ROLLBACK");
-      throw error;
+      this.#writeFailure = error;
+      throw error instanceof StoreUnavailableError
+        ? error
+        : new StoreUnavailableError(`ledger write failed: ${(error as Error).message}`, { cause: error });
     }
+  }
+
+  /**
+   * Readiness: fails once the ledger file is gone or replaced (for good), and
+   * while the last transaction met a storage fault. Nothing else writes while
+   * the server is unready, so each check then tries a small real write of its
+   * own; the first that commits makes the store ready again.
+   */
+  async check(): Promise<void> {
+    while (this.#busy !== undefined) await this.#busy.catch(() => undefined);
+    this.#assertFile();
+    if (this.#writeFailure !== undefined) this.probeWrite();
+    this.#guard(() => this.#db.prepare("SELECT 1").get());
+  }
+
+  /** A real, durable write that changes nothing: rewrites user_version with its own value. */
+  probeWrite(): void {
+    try {
+      this.#db
+        .transaction(() => {
+          const version = Number(this.#db.pragma("user_version", { simple: true }));
+          this.#db.pragma(`user_version = ${version}`);
+        })
+        .immediate();
+      this.#assertFile();
+    } catch (error) {
+      this.#writeFailure = error;
+      if (error instanceof StoreUnavailableError) throw error;
+      throw new StoreUnavailableError(`the ledger cannot be written: ${(error as Error).message}`, { cause: error });
+    }
+    this.#writeFailure = undefined;
+  }
+
+  /**
+   * Throws when the ledger's path no longer names the file this store writes:
+   * what is committed there is lost at the next restart, so nothing more is
+   * acknowledged, and the store stays failed until restart.
+   */
+  #assertFile(): void {
+    if (this.#gone !== undefined) throw this.#gone;
+    let problem: string | undefined;
+    try {
+      problem = this.#watch.file?.problem();
+    } catch (error) {
+      throw new StoreUnavailableError(`the ledger file cannot be examined: ${(error as Error).message}`, {
+        cause: error,
+      });
+    }
+    if (problem === undefined) return;
+    this.#gone = new StoreUnavailableError(`${problem}; refusing every request until restart`);
+    this.#watch.onWarning?.(this.#gone.message);
+    throw this.#gone;
   }
 
   #appendLog(leaves: readonly LeafRow[], tiles: readonly TileRow[], size: number): void {
@@ -303,10 +385,6 @@ export class SqliteStorage implements LedgerStorage {
     for (const row of rows) yield { kind: row.kind, entryId: row.entry_id };
   }
 
-  async check(): Promise<void> {
-    await this.#read(() => this.#db.prepare("SELECT 1").get());
-  }
-
   async close(): Promise<void> {
     while (this.#busy !== undefined) await this.#busy.catch(() => undefined);
     if (this.#db.open) this.#db.close();
@@ -315,6 +393,7 @@ export class SqliteStorage implements LedgerStorage {
   /** Reads wait for an open transaction on this connection, then run. */
   async #read<T>(read: () => T): Promise<T> {
     while (this.#busy !== undefined) await this.#busy.catch(() => undefined);
+    if (this.#gone !== undefined) throw this.#gone;
     return this.#guard(read);
   }
 
@@ -322,7 +401,7 @@ export class SqliteStorage implements LedgerStorage {
     try {
       return operation();
     } catch (error) {
-      throw new StoreFailure("unavailable", `ledger I/O failed: ${(error as Error).message}`, { cause: error });
+      throw new StoreUnavailableError(`ledger I/O failed: ${(error as Error).message}`, { cause: error });
     }
   }
 }
@@ -421,14 +500,87 @@ function fromCheckpoint(row: CheckpointColumns | undefined): CheckpointRow | und
   return row === undefined ? undefined : { treeSize: row.tree_size, rootHash: row.root_hash, note: row.note };
 }
 
-/** Opens (creating and migrating) a ledger file for SqliteStorage. */
-export function openSqliteStorage(path: string): SqliteStorage {
-  const db = new Database(path);
-  db.pragma("journal_mode = WAL");
-  db.pragma("synchronous = FULL");
-  const version = migrateSqlite(db);
-  backfillTiles(db);
-  return new SqliteStorage(db, version);
+/** What a ledger opened for serving tells its owner. */
+export interface SqliteOpenOptions {
+  /** Hears about a ledger open to group or others, and about the file going away later. */
+  readonly onWarning?: (message: string) => void;
+}
+
+/**
+ * Opens (creating and migrating) a ledger file to serve from: created
+ * owner-only (0600), held with SQLite's exclusive lock (one process per ledger;
+ * the WAL index lives in this process's memory, not in a shared -shm mapping a
+ * storage fault could turn into SIGBUS), watched for being removed or
+ * replaced, and refused at once when it cannot be written.
+ */
+export function openSqliteStorage(path: string, options: SqliteOpenOptions = {}): SqliteStorage {
+  mkdirSync(dirname(path), { recursive: true });
+  const loose = createOwnerOnly(path);
+  if (loose !== undefined) options.onWarning?.(loose);
+  // No busy wait: the only other holder of the file can be another process, which is refused.
+  const db = new Database(path, { timeout: 0 });
+  try {
+    // Before the first WAL access, so that no shared-memory WAL index is ever made.
+    db.pragma("locking_mode = EXCLUSIVE");
+    db.pragma("journal_mode = WAL");
+    db.pragma("synchronous = FULL");
+    const version = migrateSqlite(db);
+    backfillTiles(db);
+    const storage = new SqliteStorage(db, version, {
+      file: new LedgerFileIdentity(path),
+      onWarning: options.onWarning,
+      readOnly: false,
+    });
+    storage.probeWrite();
+    return storage;
+  } catch (error) {
+    if (db.open) db.close();
+    if (isBusy(error)) {
+      throw new LedgerInUseError(
+        `the ledger ${path} is in use by another process: one server per ledger file (docs/SEMANTICS.md#durability)`,
+        { cause: error },
+      );
+    }
+    if (error instanceof StoreUnavailableError || (error instanceof Error && error.name === "SqliteError")) {
+      const code = (error as { code?: unknown }).code;
+      throw new Error(
+        `the ledger ${path} cannot be opened for writing: ${error.message}${typeof code === "string" ? ` (${code})` : ""}`,
+        { cause: error },
+      );
+    }
+    throw error;
+  }
+}
+
+/**
+ * Opens an existing ledger without changing it (audit, export), once no
+ * server holds it: no migrations, and a schema other than this build's is
+ * refused. A ledger a running server holds is refused at once, never waited for.
+ */
+export function openSqliteStorageReadOnly(path: string): SqliteStorage {
+  const db = new Database(path, { readonly: true, fileMustExist: true, timeout: 0 });
+  let version: number;
+  try {
+    version = schemaVersionOf(db);
+  } catch (error) {
+    db.close();
+    if (isBusy(error)) {
+      throw new LedgerInUseError(`the ledger ${path} is held by a running server; stop it first`, { cause: error });
+    }
+    throw error;
+  }
+  if (version !== latestSqliteSchemaVersion) {
+    db.close();
+    throw new SchemaTooNewError(
+      `the ledger has schema version ${version}; this build reads version ${latestSqliteSchemaVersion}`,
+    );
+  }
+  return new SqliteStorage(db, version, { file: undefined, onWarning: undefined, readOnly: true });
+}
+
+function isBusy(error: unknown): boolean {
+  const code = (error as { code?: unknown }).code;
+  return code === "SQLITE_BUSY" || code === "SQLITE_LOCKED";
 }
 
 /**
@@ -482,8 +634,7 @@ export function migrateSqlite(db: Database.Database): number {
     version INTEGER PRIMARY KEY, name TEXT NOT NULL, applied_at_ms INTEGER NOT NULL)`);
   const current = schemaVersionOf(db);
   if (current > latestSqliteSchemaVersion) {
-    throw new StoreFailure(
-      "unavailable",
+    throw new SchemaTooNewError(
       `the ledger has schema version ${current}, newer than this build knows (${latestSqliteSchemaVersion}); upgrade OpenExec`,
     );
   }

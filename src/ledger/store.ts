@@ -1,26 +1,27 @@
 import type { JsonValue } from "@bufbuild/protobuf";
 import type { FailureReason, RejectionReason } from "../errors/reason.js";
-import type { CheckedEffect } from "../execution/run-handler.js";
+import type { NoteSigner } from "../receipts/checkpoint.js";
 import type { EncodedReceipt } from "../receipts/receipt.js";
+import type { LedgerEffect } from "./recorder.js";
+
+export { isStoreFailure, LedgerBugError, StoreUnavailableError } from "./errors.js";
 
 /**
- * The durable ledger: one row per (tenant, nonce), plus the recorded denials.
- * SQLite implements it today; a PostgreSQL store for replicas implements the
- * same interface and must pass the same tests.
+ * The durable ledger as the executor, the log and the verifiers use it: one
+ * row per (tenant, nonce), the recorded denials, and the transparency log's
+ * leaves, tiles and checkpoints. `Ledger` (src/ledger/ledger.ts) implements it
+ * over any storage adapter (ports.ts) that passes the contract suite.
  */
 export interface LedgerStore {
   /** The schema version after migrations. */
   readonly schemaVersion: number;
   /**
-   * Durably reserves the nonce before any handler runs. Returns the existing
-   * record instead when (tenant, nonce) is already taken; the caller decides
-   * whether that is a replay or a conflict.
+   * Durably reserves the nonce before an external handler runs, leased to this
+   * process. Returns the existing record instead when (tenant, nonce) is taken;
+   * the caller decides whether that is a replay or a conflict.
    */
   reserve(reservation: Reservation): Promise<ReserveOutcome>;
-  /**
-   * Finishes a reserved execution: applies the effect (if it executed), writes
-   * result and receipt, in one transaction. Returns the finished record.
-   */
+  /** Finishes a reservation this process holds: effect, result and receipt in one transaction. */
   complete(executionId: string, completion: Completion): Promise<FinishedExecution>;
   /**
    * reserve and complete in one transaction, for actions whose every effect
@@ -36,18 +37,19 @@ export interface LedgerStore {
   /** Records a refused attempt with its receipt; the nonce stays unused. */
   recordDenial(denial: Denial): Promise<DeniedAttempt>;
   /**
-   * Marks every reservation left pending by an earlier process as interrupted,
-   * with a receipt, so that it never runs. Called once at start.
+   * Turns reservations whose lease ran out into interrupted executions, with
+   * receipts, so that they never run. At start on storage only this process
+   * can hold (SQLite), every pending reservation. Returns how many.
    */
   recoverInterrupted(): Promise<number>;
-  /** The number of leaves in the transparency log. */
+  /** The number of leaves in the transparency log, as committed. */
   logSize(): Promise<number>;
-  /** Leaf hashes [start, end) of the log, in order. */
-  leafHashes(start: number, end: number): Promise<Buffer[]>;
+  /** The newest stored version of each tile (C2SP tlog-tiles); undefined where none is stored. */
+  readTiles(ids: readonly { readonly level: number; readonly index: number }[]): Promise<(Uint8Array | undefined)[]>;
   latestCheckpoint(): Promise<StoredCheckpoint | undefined>;
   checkpointAt(treeSize: number): Promise<StoredCheckpoint | undefined>;
-  /** Stores a signed checkpoint; a second one for the same size is ignored. */
-  saveCheckpoint(checkpoint: StoredCheckpoint): Promise<void>;
+  /** Signs and stores a checkpoint of everything committed, unless the latest covers it. */
+  checkpoint(signer: NoteSigner): Promise<StoredCheckpoint>;
   /** Every log leaf with the receipt it stands for, in index order (for audit and export). */
   logEntries(): AsyncIterable<LogEntry>;
   /** Every stored checkpoint, by tree size. */
@@ -107,7 +109,7 @@ export type RecordOutcome =
 
 /** How a reserved execution ended. */
 export type Completion =
-  | { readonly kind: "executed"; readonly effect: CheckedEffect }
+  | { readonly kind: "executed"; readonly effect: LedgerEffect }
   | { readonly kind: "failed"; readonly reason: FailureReason };
 
 interface ExecutionBase {
@@ -183,14 +185,4 @@ export interface LogEntry {
   readonly entryId: string;
   /** Undefined when the row the leaf names is missing or has no receipt. */
   readonly receipt: EncodedReceipt | undefined;
-}
-
-/** The store failed (I/O, corruption, lost connection): answered as UNAVAILABLE. */
-export class StoreUnavailableError extends Error {
-  override readonly name = "StoreUnavailableError";
-}
-
-/** A failure of the ledger itself (not of the request): answered as UNAVAILABLE everywhere. */
-export function isStoreFailure(error: unknown): boolean {
-  return error instanceof StoreUnavailableError || (error instanceof Error && error.name === "SqliteError");
 }

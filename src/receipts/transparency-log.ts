@@ -1,9 +1,11 @@
 import { createPublicKey } from "node:crypto";
+import { setTimeout as sleep } from "node:timers/promises";
 import { Rejection } from "../errors/reason.js";
 import type { LedgerStore, StoredCheckpoint } from "../ledger/store.js";
 import type { Logger } from "../log/logger.js";
-import { formatCheckpointBody, type NoteSigner, signCheckpoint, verifySignedCheckpoint } from "./checkpoint.js";
-import { consistencyProof, inclusionProof, MerkleFrontier } from "./merkle-tree.js";
+import { consistencyPlan, inclusionPlan } from "../tlog/proof-plan.js";
+import { proofFromTiles } from "../tlog/tiled-tree.js";
+import { type NoteSigner, verifySignedCheckpoint } from "./checkpoint.js";
 
 export interface InclusionProofAnswer {
   readonly logIndex: number;
@@ -13,20 +15,23 @@ export interface InclusionProofAnswer {
   readonly checkpoint: StoredCheckpoint;
 }
 
+/** How long a question about a receipt no checkpoint covers yet waits for the next one. */
+export const coverageWaitMs = 2000;
+
 /**
- * The receipts log: leaves are appended by the store inside each execution's
- * own transaction; this signs checkpoints of the tree and answers proofs.
- * The tree's right edge (a MerkleFrontier) is kept in memory and caught up
- * from the store, so a checkpoint costs O(new leaves + log n), not O(n).
+ * The receipts log. Leaves and tiles are written by the ledger inside each
+ * execution's own transaction; this publishes signed checkpoints on a timer
+ * (at most `intervalMs` after the log grows) and at shutdown, and answers
+ * proofs from O(log n) stored tiles. Reads never write: a GET or a read RPC
+ * serves the latest stored checkpoint and never signs one.
  */
 export class TransparencyLog {
   readonly #store: LedgerStore;
   readonly #signer: NoteSigner;
   readonly #logger: Logger;
-  #frontier = new MerkleFrontier();
-  /** Serialises checkpointing, so two callers never sign the same size twice. */
-  #latest: Promise<StoredCheckpoint> | undefined;
   #timer: NodeJS.Timeout | undefined;
+  /** Serialises publication, so two callers never sign the same size twice. */
+  #publishing: Promise<StoredCheckpoint> | undefined;
 
   constructor(store: LedgerStore, signer: NoteSigner, logger: Logger) {
     this.#store = store;
@@ -60,10 +65,11 @@ export class TransparencyLog {
     }
   }
 
-  /** Signs a checkpoint every `intervalMs` while the log grows. */
-  start(intervalMs = 1000): void {
+  /** Publishes a checkpoint now (at start: the log is never without one), then every `intervalMs` while it grows. */
+  async start(intervalMs = 1000): Promise<void> {
+    await this.publish();
     this.#timer = setInterval(() => {
-      this.checkpoint().catch((error: unknown) =>
+      this.publish().catch((error: unknown) =>
         this.#logger.error({ err: error instanceof Error ? error.name : "" }, "checkpoint failed"),
       );
     }, intervalMs);
@@ -74,42 +80,40 @@ export class TransparencyLog {
     clearInterval(this.#timer);
   }
 
-  /** A checkpoint covering every leaf written so far: the stored one, or a new one if the log grew. */
-  checkpoint(): Promise<StoredCheckpoint> {
-    const previous = this.#latest ?? Promise.resolve(undefined);
-    const next = previous.catch(() => undefined).then(() => this.#checkpointNow());
-    this.#latest = next;
+  /** Signs a checkpoint of everything committed, unless the latest covers it (the timer's and shutdown's job). */
+  publish(): Promise<StoredCheckpoint> {
+    const previous = this.#publishing ?? Promise.resolve(undefined);
+    const next = previous.catch(() => undefined).then(() => this.#store.checkpoint(this.#signer));
+    this.#publishing = next;
     return next;
   }
 
-  async #checkpointNow(): Promise<StoredCheckpoint> {
-    const size = await this.#store.logSize();
-    if (size > this.#frontier.size) {
-      for (const hash of await this.#store.leafHashes(this.#frontier.size, size)) this.#frontier.append(hash);
-    }
+  /** The latest published checkpoint. */
+  async checkpoint(): Promise<StoredCheckpoint> {
     const latest = await this.#store.latestCheckpoint();
-    if (latest !== undefined && latest.treeSize === this.#frontier.size) return latest;
-    const rootHash = this.#frontier.root();
-    const body = formatCheckpointBody({ origin: this.origin, size: this.#frontier.size, rootHash });
-    const checkpoint = { treeSize: this.#frontier.size, rootHash, note: signCheckpoint(body, this.#signer) };
-    await this.#store.saveCheckpoint(checkpoint);
-    return checkpoint;
+    if (latest === undefined) {
+      throw new Rejection("checkpoint_pending", "no checkpoint has been published yet; retry in a second");
+    }
+    return latest;
   }
 
-  /** The proof that leaf `logIndex` is in the tree of a checkpoint (the latest when `treeSize` is 0). */
+  /**
+   * The proof that leaf `logIndex` is in the tree of a checkpoint: the one of
+   * `treeSize`, or (0) the latest, waiting (at most 2 s) for one that covers
+   * the leaf when the leaf is newer than the latest checkpoint.
+   */
   async inclusionProof(logIndex: number, treeSize: number): Promise<InclusionProofAnswer> {
-    const checkpoint = treeSize === 0 ? await this.checkpoint() : await this.#store.checkpointAt(treeSize);
+    const checkpoint = treeSize === 0 ? await this.#covering(logIndex) : await this.#store.checkpointAt(treeSize);
     if (checkpoint === undefined) {
       throw new Rejection("checkpoint_not_found", `no checkpoint was signed at tree size ${treeSize}`);
     }
     if (logIndex >= checkpoint.treeSize) {
       throw new Rejection("log_range_invalid", `leaf ${logIndex} is not in the tree of size ${checkpoint.treeSize}`);
     }
-    const leaves = await this.#store.leafHashes(0, checkpoint.treeSize);
     return {
       logIndex,
       treeSize: checkpoint.treeSize,
-      hashes: inclusionProof(leaves, logIndex, checkpoint.treeSize),
+      hashes: await proofFromTiles(inclusionPlan(logIndex, checkpoint.treeSize), this.#store),
       checkpoint,
     };
   }
@@ -120,6 +124,22 @@ export class TransparencyLog {
     if (!(0 <= oldSize && oldSize <= newSize && newSize <= size)) {
       throw new Rejection("log_range_invalid", `sizes must satisfy 0 <= old_size <= new_size <= ${size}`);
     }
-    return consistencyProof(await this.#store.leafHashes(0, newSize), oldSize, newSize);
+    return proofFromTiles(consistencyPlan(oldSize, newSize), this.#store);
+  }
+
+  /** The latest checkpoint once it covers `logIndex`; a clear refusal if none does within the wait. */
+  async #covering(logIndex: number): Promise<StoredCheckpoint> {
+    const deadline = Date.now() + coverageWaitMs;
+    for (;;) {
+      const latest = await this.#store.latestCheckpoint();
+      if (latest !== undefined && latest.treeSize > logIndex) return latest;
+      if (Date.now() >= deadline) {
+        throw new Rejection(
+          "checkpoint_pending",
+          "no checkpoint covers this receipt yet; checkpoints are published every second, retry shortly",
+        );
+      }
+      await sleep(50);
+    }
   }
 }

@@ -1,0 +1,40 @@
+/**
+ * How the ledger fails, as types callers switch on. Storage that cannot serve
+ * (I/O, a full disk, a lost connection, a file gone) is answered 503
+ * `store_unavailable` and retried; a broken invariant is a bug: answered as
+ * INTERNAL and logged with its cause, never disguised as unavailability.
+ */
+
+/** The storage cannot serve now (I/O, corruption, lost connection): answered as UNAVAILABLE. */
+export class StoreUnavailableError extends Error {
+  override readonly name = "StoreUnavailableError";
+}
+
+/** The ledger broke one of its own invariants (a finished row without a receipt, an unknown outcome). */
+export class LedgerBugError extends Error {
+  override readonly name = "LedgerBugError";
+}
+
+/** Another process holds the ledger file (a server, or audit/export). */
+export class LedgerInUseError extends Error {
+  override readonly name = "LedgerInUseError";
+}
+
+/** The ledger's schema is not the one this build reads. */
+export class SchemaTooNewError extends Error {
+  override readonly name = "SchemaTooNewError";
+}
+
+/** A failure of the storage (not of the request): answered as UNAVAILABLE everywhere. */
+export function isStoreFailure(error: unknown): error is StoreUnavailableError {
+  return error instanceof StoreUnavailableError;
+}
+
+/** A SQLite error that says the storage, not the write, is at fault (I/O, full, read-only, corrupt, ...). */
+export function isStorageFault(error: unknown): boolean {
+  if (!(error instanceof Error) || error.name !== "SqliteError") return false;
+  const code = (error as Error & { code?: unknown }).code;
+  return (
+    typeof code === "string" && /^SQLITE_(IOERR|FULL|READONLY|CANTOPEN|CORRUPT|NOTADB|PERM|BUSY|LOCKED)/.test(code)
+  );
+}
