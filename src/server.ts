@@ -124,6 +124,7 @@ export async function startServer(
     logger,
     log,
     receiptKey: receiptKey.public,
+    logEntries: config.logEntries,
   });
 
   const http = new PolyglotHttpServer((req, res) => {

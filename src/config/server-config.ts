@@ -25,6 +25,8 @@ export interface ServerConfig {
   readonly checkpointIntervalMs: number;
   /** OPENEXEC_LEASE_MS: how long a reservation stays this process's without renewal. */
   readonly leaseMs: number;
+  /** OPENEXEC_LOG_ENTRIES=on: serve entry bundles (every tenant's receipts) under /log/tile/entries/. */
+  readonly logEntries: boolean;
   /** OPENEXEC_LOG_ORIGIN: the transparency log's name; undefined: "openexec/<receipt key id>". */
   readonly logOrigin: string | undefined;
   /** OPENEXEC_RECEIPT_KEY: the receipt signing key (PEM); undefined: kept beside the ledger. */
@@ -171,6 +173,10 @@ export function loadServerConfig(
   const shutdownTimeoutMs = integer("OPENEXEC_SHUTDOWN_TIMEOUT_MS", 10_000, 0, 600_000);
   const checkpointIntervalMs = integer("OPENEXEC_CHECKPOINT_INTERVAL_MS", 1000, 50, 60_000);
   const leaseMs = integer("OPENEXEC_LEASE_MS", 30_000, 1000, 3_600_000);
+  const logEntriesRaw = read("OPENEXEC_LOG_ENTRIES") ?? "off";
+  if (logEntriesRaw !== "on" && logEntriesRaw !== "off") {
+    problems.push(`OPENEXEC_LOG_ENTRIES must be "on" or "off"; got "${logEntriesRaw}"`);
+  }
 
   const warnings: string[] = [];
   if (
@@ -206,6 +212,7 @@ export function loadServerConfig(
   return {
     checkpointIntervalMs,
     leaseMs,
+    logEntries: logEntriesRaw === "on",
     mode,
     host,
     port,

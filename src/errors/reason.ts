@@ -25,6 +25,8 @@ export const rejectionCodes = {
   host_not_allowed: Code.PermissionDenied,
   // Routing and media type over HTTP (404, 405, 415).
   route_not_found: Code.NotFound,
+  // A log tile or entry bundle this log does not have (yet), or entry bundles not served (404).
+  tile_not_found: Code.NotFound,
   method_not_allowed: Code.Unimplemented,
   unsupported_media_type: Code.InvalidArgument,
   // Too large (413 over REST, resource_exhausted over RPC).

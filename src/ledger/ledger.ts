@@ -186,6 +186,10 @@ export class Ledger implements LedgerStore {
     return this.#storage.readTiles(ids);
   }
 
+  readEntries(start: number, end: number): Promise<Uint8Array[]> {
+    return this.#storage.readEntries(start, end);
+  }
+
   async latestCheckpoint(): Promise<StoredCheckpoint | undefined> {
     return toCheckpoint(await this.#storage.latestCheckpoint());
   }

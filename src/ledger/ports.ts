@@ -130,6 +130,8 @@ export interface LedgerReader {
   readTiles(ids: readonly { readonly level: number; readonly index: number }[]): Promise<(Uint8Array | undefined)[]>;
   latestCheckpoint(): Promise<CheckpointRow | undefined>;
   checkpointAt(treeSize: number): Promise<CheckpointRow | undefined>;
+  /** The log's entries (receipt bytes) at leaf indices [start, end), in order. */
+  readEntries(start: number, end: number): Promise<Uint8Array[]>;
 }
 
 /** One leaf of the log with the receipt of the row it names (undefined when that row is missing). */

@@ -148,6 +148,11 @@ export class SqliteStorage implements LedgerStorage {
         INSERT INTO log_tiles (level, tile_index, hashes) VALUES (?, ?, ?)
         ON CONFLICT (level, tile_index) DO UPDATE SET hashes = excluded.hashes
         WHERE length(excluded.hashes) > length(log_tiles.hashes)`),
+      entries: db.prepare<[number, number], { receipt: Buffer }>(`
+        SELECT coalesce(e.receipt, d.receipt) AS receipt FROM log_leaves l
+        LEFT JOIN executions e ON l.entry_kind = 'execution' AND e.execution_id = l.entry_id
+        LEFT JOIN denials d ON l.entry_kind = 'denial' AND d.attempt_id = l.entry_id
+        WHERE l.leaf_index >= ? AND l.leaf_index < ? ORDER BY l.leaf_index`),
       latestCheckpoint: db.prepare<[], CheckpointColumns>("SELECT * FROM checkpoints ORDER BY tree_size DESC LIMIT 1"),
       checkpointAt: db.prepare<[number], CheckpointColumns>("SELECT * FROM checkpoints WHERE tree_size = ?"),
       insertCheckpoint: db.prepare<[number, Buffer, string, number]>(
@@ -321,6 +326,10 @@ export class SqliteStorage implements LedgerStorage {
 
   async readTiles(ids: readonly { readonly level: number; readonly index: number }[]) {
     return this.#read(() => this.#tiles(ids));
+  }
+
+  async readEntries(start: number, end: number): Promise<Uint8Array[]> {
+    return this.#read(() => this.#sql.entries.all(start, end).map((row) => row.receipt));
   }
 
   async latestCheckpoint(): Promise<CheckpointRow | undefined> {

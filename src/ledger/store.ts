@@ -48,6 +48,8 @@ export interface LedgerStore {
   readTiles(ids: readonly { readonly level: number; readonly index: number }[]): Promise<(Uint8Array | undefined)[]>;
   latestCheckpoint(): Promise<StoredCheckpoint | undefined>;
   checkpointAt(treeSize: number): Promise<StoredCheckpoint | undefined>;
+  /** The log's entries (receipt bytes) at leaf indices [start, end), in order. */
+  readEntries(start: number, end: number): Promise<Uint8Array[]>;
   /** Signs and stores a checkpoint of everything committed, unless the latest covers it. */
   checkpoint(signer: NoteSigner): Promise<StoredCheckpoint>;
   /** Every log leaf with the receipt it stands for, in index order (for audit and export). */

@@ -23,6 +23,7 @@ import type { InclusionProofAnswer, TransparencyLog } from "../receipts/transpar
 import { verifyStoredReceipt } from "../receipts/verify-stored-receipt.js";
 import type { VerificationKey } from "../signing/ed25519-keys.js";
 import { type NodeResponse, writeJson, writeRejection, writeText } from "./http-errors.js";
+import { serveLogTile } from "./log-tiles.js";
 import { isJsonContentType, type NodeRequest, readBody } from "./request-body.js";
 
 export interface RestDependencies {
@@ -33,6 +34,8 @@ export interface RestDependencies {
   readonly logger: Logger;
   readonly receiptKey: VerificationKey;
   readonly log: TransparencyLog;
+  /** OPENEXEC_LOG_ENTRIES: serve entry bundles (every receipt) under /log/tile/entries/. */
+  readonly logEntries: boolean;
 }
 
 type RestHandler = (req: NodeRequest, res: NodeResponse) => Promise<void>;
@@ -43,7 +46,7 @@ type RestHandler = (req: NodeRequest, res: NodeResponse) => Promise<void>;
  * Returns undefined for paths that are not REST paths (they go to Connect).
  */
 export function createRestRoutes(deps: RestDependencies): (path: string) => Map<string, RestHandler> | undefined {
-  const { executor, store, facts, limits, log } = deps;
+  const { executor, store, facts, limits, log, logEntries } = deps;
   const json = <T extends Message>(schema: GenMessage<T>, message: T) =>
     toJson(schema, message, { useProtoFieldName: true }) as JsonObject;
   const get = (handler: RestHandler) => new Map([["GET", handler]]);
@@ -124,7 +127,10 @@ export function createRestRoutes(deps: RestDependencies): (path: string) => Map<
       }),
     ],
   ]);
-  return (path) => routes.get(path);
+  const tiles = get((req, res) =>
+    serveLogTile((req.url ?? "").split("?")[0] ?? "", res, { store, entries: logEntries }),
+  );
+  return (path) => routes.get(path) ?? (path.startsWith("/log/tile/") ? tiles : undefined);
 }
 
 /** Runs a REST handler, answering every refusal with its status and reason. */
