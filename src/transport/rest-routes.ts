@@ -136,6 +136,12 @@ export async function serveRest(
   try {
     await handler(req, res);
   } catch (error) {
+    if (clientWentAway(req, res)) {
+      // The client closed the connection or reset the stream (e.g. mid-upload):
+      // not a server fault, and there is nobody left to answer.
+      logger.debug({ path: (req.url ?? "").split("?")[0] }, "client closed the request");
+      return;
+    }
     if (isRejection(error)) {
       writeRejection(res, error);
       return;
@@ -150,6 +156,13 @@ export async function serveRest(
     );
     writeJson(res, 500, { code: "internal", reason: "internal", message: "internal error" });
   }
+}
+
+/** True once the client has aborted the request (HTTP/1.1: closed the connection; HTTP/2: reset the stream). */
+function clientWentAway(req: NodeRequest, res: NodeResponse): boolean {
+  if (req.readableAborted) return true;
+  if ("stream" in res) return res.stream.destroyed;
+  return res.socket === null || res.socket.destroyed;
 }
 
 async function readJsonObject(req: NodeRequest, limits: RequestLimits): Promise<JsonObject> {
