@@ -1,44 +1,8 @@
 import assert from "node:assert/strict";
 import http2 from "node:http2";
 import { connect } from "node:net";
-import { Writable } from "node:stream";
 import { after, before, describe, it } from "node:test";
-import { pino } from "pino";
-import { createBuiltinRegistry } from "../src/actions/builtin.js";
-import { loadServerConfig } from "../src/config/server-config.js";
-import { type RunningServer, startServer } from "../src/server.js";
-import { scratchDir } from "./support/test-server.js";
-
-/** A real server whose log lines (every level) are kept in memory. */
-async function serverWithCapturedLog(): Promise<{
-  server: RunningServer;
-  lines: () => Record<string, unknown>[];
-  cleanup: () => Promise<void>;
-}> {
-  const dir = scratchDir();
-  const captured: Record<string, unknown>[] = [];
-  const sink = new Writable({
-    write(chunk: Buffer, _encoding, done) {
-      for (const line of chunk.toString("utf8").split("\n")) if (line !== "") captured.push(JSON.parse(line));
-      done();
-    },
-  });
-  const actions = createBuiltinRegistry();
-  const config = loadServerConfig(
-    { OPENEXEC_DB_URL: `sqlite:///${dir.path}/ledger.db` },
-    { host: "127.0.0.1", port: "0" },
-    actions.names(),
-  );
-  const server = await startServer(config, pino({ level: "trace" }, sink), actions);
-  return {
-    server,
-    lines: () => captured,
-    cleanup: async () => {
-      await server.shutdown();
-      dir.cleanup();
-    },
-  };
-}
+import { type LoggedServer, startLoggedServer } from "./support/captured-log.js";
 
 /** Waits until `done` holds, at most 10 s (a generous bound, not a timing assertion). */
 async function until(done: () => boolean): Promise<void> {
@@ -49,11 +13,11 @@ async function until(done: () => boolean): Promise<void> {
 const partialBody = '{"action":"echo","payload":{"msg":"';
 
 describe("a client that aborts an upload is no server error", () => {
-  let harness: Awaited<ReturnType<typeof serverWithCapturedLog>>;
+  let harness: LoggedServer;
   before(async () => {
-    harness = await serverWithCapturedLog();
+    harness = await startLoggedServer();
   });
-  after(() => harness.cleanup());
+  after(() => harness.close());
 
   const aborted = () => harness.lines().filter((line) => line.msg === "client closed the request");
   /** Warn, error and fatal lines logged since line `from`. */
