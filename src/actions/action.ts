@@ -38,7 +38,7 @@ export type ActionEffect =
  * `JSON.stringify(...)`) has the type `string` or `${string}` and is refused
  * by the compiler.
  */
-export type FixedText<M extends string> = {} extends Record<M, true> ? never : M;
+export type FixedText<M extends string> = Record<never, never> extends Record<M, true> ? never : M;
 
 /**
  * A payload the action does not accept; answered as INVALID_ARGUMENT
