@@ -129,7 +129,7 @@ export async function startServer(
     receiptKey: receiptKey.public,
   });
 
-  const http = new PolyglotHttpServer((req, res) => {
+  const http = new PolyglotHttpServer(config.connections, logger, (req, res) => {
     const path = (req.url ?? "/").split("?")[0] ?? "/";
     const methods = restRoute(path);
     if (!hostAllowed(req, config.allowedHosts)) {
