@@ -136,18 +136,18 @@ export async function serveRest(
   try {
     await handler(req, res);
   } catch (error) {
-    if (clientWentAway(req, res)) {
-      // The client closed the connection or reset the stream (e.g. mid-upload):
-      // not a server fault, and there is nobody left to answer.
-      logger.debug({ path: (req.url ?? "").split("?")[0] }, "client closed the request");
-      return;
-    }
     if (isRejection(error)) {
       writeRejection(res, error);
       return;
     }
     if (isStoreFailure(error)) {
       writeRejection(res, new Rejection("store_unavailable", "the ledger is unavailable; retry later"));
+      return;
+    }
+    if (clientWentAway(req, res)) {
+      // The client closed the connection or reset the stream (e.g. mid-upload):
+      // not a server fault, and there is nobody left to answer.
+      logger.debug({ path: (req.url ?? "").split("?")[0] }, "client closed the request");
       return;
     }
     logger.error(
