@@ -78,6 +78,44 @@ describe("a client that aborts an upload is no server error", () => {
     });
   }
 
+  it("an RPC (Connect over HTTP/1.1, gRPC over HTTP/2) aborted mid-body logs no warn or error either", async () => {
+    const { port } = harness.server.address;
+    const before = aborted().length;
+    const logged = harness.lines().length;
+    await new Promise<void>((resolve) => {
+      const socket = connect(port, "127.0.0.1", () => {
+        socket.write(
+          `POST /openexec.v1.ExecutionService/Execute HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\nContent-Length: 1000\r\n\r\n${partialBody}`,
+        );
+        setTimeout(() => socket.destroy(), 100);
+      });
+      socket.on("error", () => undefined);
+      socket.on("close", () => resolve());
+    });
+    await until(() => aborted().length > before || loud(logged).length > 0);
+    const session = http2.connect(`http://127.0.0.1:${port}`);
+    session.on("error", () => undefined);
+    const stream = session.request({
+      ":method": "POST",
+      ":path": "/openexec.v1.ExecutionService/Execute",
+      "content-type": "application/grpc",
+      te: "trailers",
+    });
+    stream.on("error", () => undefined);
+    // A gRPC frame header announcing 1000 bytes, then 3 of them.
+    stream.write(Buffer.from([0, 0, 0, 3, 0xe8, 0x0a, 0x04, 0x65]));
+    await new Promise((resolve) => setTimeout(resolve, 100));
+    stream.close(http2.constants.NGHTTP2_CANCEL);
+    await new Promise((resolve) => stream.once("close", resolve));
+    // Nothing to wait for on this path but the next request on the same session being answered.
+    const ready = session.request({ ":path": "/ready" });
+    ready.resume();
+    await new Promise((resolve) => ready.once("close", resolve));
+    session.destroy();
+    await until(() => loud(logged).length > 0 || aborted().length > before);
+    assert.deepEqual(loud(logged), []);
+  });
+
   it("the server keeps answering", async () => {
     const response = await fetch(`${harness.server.url}/ready`);
     assert.equal(response.status, 200);

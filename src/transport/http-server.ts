@@ -37,6 +37,17 @@ export const defaultConnectionLimits: ConnectionLimits = {
   maxStreamsPerSession: 100,
 };
 
+/**
+ * True once the client has aborted the request (HTTP/1.1: closed the
+ * connection; HTTP/2: reset the stream or closed the session). Ask only after
+ * an unexpected failure: a request the server stopped reading counts too.
+ */
+export function clientWentAway(req: NodeRequest, res: NodeResponse): boolean {
+  if (req.readableAborted) return true;
+  if ("stream" in res) return res.stream.destroyed;
+  return res.socket === null || res.socket.destroyed;
+}
+
 /** One accepted TCP connection. */
 interface Connection {
   readonly socket: Socket;

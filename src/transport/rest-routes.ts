@@ -22,6 +22,7 @@ import type { InclusionProofAnswer, TransparencyLog } from "../receipts/transpar
 import { verifyStoredReceipt } from "../receipts/verify-stored-receipt.js";
 import type { VerificationKey } from "../signing/ed25519-keys.js";
 import { type NodeResponse, writeJson, writeRejection, writeText } from "./http-errors.js";
+import { clientWentAway } from "./http-server.js";
 import { isJsonContentType, type NodeRequest, readBody } from "./request-body.js";
 
 export interface RestDependencies {
@@ -156,13 +157,6 @@ export async function serveRest(
     );
     writeJson(res, 500, { code: "internal", reason: "internal", message: "internal error" });
   }
-}
-
-/** True once the client has aborted the request (HTTP/1.1: closed the connection; HTTP/2: reset the stream). */
-function clientWentAway(req: NodeRequest, res: NodeResponse): boolean {
-  if (req.readableAborted) return true;
-  if ("stream" in res) return res.stream.destroyed;
-  return res.socket === null || res.socket.destroyed;
 }
 
 async function readJsonObject(req: NodeRequest, limits: RequestLimits): Promise<JsonObject> {
