@@ -202,6 +202,24 @@ describe("refusals before an RPC runs speak the request's protocol", () => {
     assert.equal(((await host.json()) as AnyJson).code, "permission_denied");
   });
 
+  it("Connect streaming: HTTP 200 and an end-stream message with the error and openexec-reason", async () => {
+    const response = await fetch(`${server.url}/openexec.v1.NoSuchService/Watch`, {
+      method: "POST",
+      headers: { "content-type": "application/connect+json" },
+      body: new Uint8Array([0, 0, 0, 0, 2, 0x7b, 0x7d]),
+    });
+    assert.equal(response.status, 200);
+    assert.equal(response.headers.get("content-type"), "application/connect+json");
+    const body = Buffer.from(await response.arrayBuffer());
+    assert.equal(body[0], 0b10, "one end-stream envelope");
+    assert.equal(body.readUInt32BE(1), body.length - 5);
+    const end = JSON.parse(body.subarray(5).toString("utf8")) as AnyJson;
+    assert.equal(end.error.code, "not_found");
+    assert.equal(end.error.message, routeMessage);
+    assert.equal(end.error.details[0].debug.reason, "route_not_found");
+    assert.deepEqual(end.metadata["openexec-reason"], ["route_not_found"]);
+  });
+
   it("REST paths and plain HTTP keep the REST JSON error", async () => {
     const rest = await fetch(`${strict.url}/health`, { headers: { "content-type": "application/grpc" } });
     assert.equal(rest.status, 403);
