@@ -19,6 +19,7 @@ import { TransparencyLog } from "./receipts/transparency-log.js";
 import { createConnectListener } from "./transport/connect-adapter.js";
 import { writeRejection } from "./transport/http-errors.js";
 import { PolyglotHttpServer } from "./transport/http-server.js";
+import { ProtocolRejections } from "./transport/protocol-rejection.js";
 import type { NodeRequest } from "./transport/request-body.js";
 import { createRestRoutes, serveRest } from "./transport/rest-routes.js";
 
@@ -107,14 +108,25 @@ export async function startServer(
   };
 
   const shutdownSignal = new AbortController();
+  const routes = registerServices({
+    executor,
+    store,
+    log,
+    limits: config.limits,
+    facts,
+    receiptKey: receiptKey.public,
+  });
+  // Refusals before an RPC runs are answered in the request's own protocol (docs/ERRORS.md).
+  const refusals = new ProtocolRejections(routes);
   const connect = createConnectListener({
-    routes: registerServices({ executor, store, log, limits: config.limits, facts, receiptKey: receiptKey.public }),
+    routes,
     logger,
     readMaxBytes: config.limits.maxBodyBytes,
     maxJsonDepth: config.limits.maxJsonDepth,
     interceptors: [rejectionInterceptor],
     shutdownSignal: shutdownSignal.signal,
-    fallback: (_req, res) => writeRejection(res, new Rejection("route_not_found", "no such path; see docs/API.md")),
+    fallback: (req, res) =>
+      refusals.refuse(req, res, new Rejection("route_not_found", "no such path; see docs/API.md")),
   });
   const restRoute = createRestRoutes({
     executor,
@@ -127,18 +139,20 @@ export async function startServer(
     logEntries: config.logEntries,
   });
 
-  const http = new PolyglotHttpServer((req, res) => {
-    if (!hostAllowed(req, config.allowedHosts)) {
-      writeRejection(
-        res,
-        new Rejection("host_not_allowed", "this server does not answer to that Host; see OPENEXEC_ALLOWED_HOSTS"),
-      );
-      return;
-    }
+  const http = new PolyglotHttpServer(config.connections, logger, (req, res) => {
     const path = (req.url ?? "/").split("?")[0] ?? "/";
     const methods = restRoute(path);
+    if (!hostAllowed(req, config.allowedHosts)) {
+      const refused = new Rejection(
+        "host_not_allowed",
+        "this server does not answer to that Host; see OPENEXEC_ALLOWED_HOSTS",
+      );
+      if (methods === undefined) refusals.refuse(req, res, refused);
+      else writeRejection(res, refused);
+      return;
+    }
     if (methods === undefined) {
-      connect(req, res);
+      if (!refusals.refuseWrongMethod(req, res, path)) connect(req, res);
       return;
     }
     const handler = methods.get(req.method ?? "");

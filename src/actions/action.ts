@@ -28,9 +28,36 @@ export type ActionEffect =
   /** Add `delta` to the tenant's integer counter `key`; the result is {"key": key, "value": new total}. */
   | { readonly kind: "counter_add"; readonly key: string; readonly delta: number };
 
-/** A payload the action does not accept; answered as INVALID_ARGUMENT. */
+/**
+ * A string fixed in the source: a literal, or a template of literals and
+ * constants. Anything computed at run time (a payload key, a value,
+ * `JSON.stringify(...)`) has the type `string` or `${string}` and is refused
+ * by the compiler.
+ */
+export type FixedText<M extends string> = Record<never, never> extends Record<M, true> ? never : M;
+
+/**
+ * A payload the action does not accept; answered as INVALID_ARGUMENT
+ * `action_input_invalid` with this message. The message is returned to the
+ * caller and may be logged, so it is a fixed text chosen by the action and
+ * never quotes the payload: the constructor is private, and
+ * `ActionInputError.because` only takes a FixedText.
+ */
 export class ActionInputError extends Error {
   override readonly name = "ActionInputError";
+
+  private constructor(message: string) {
+    super(message);
+  }
+
+  static because<const M extends string>(message: FixedText<M>): ActionInputError {
+    return new ActionInputError(message);
+  }
+
+  /** Used by expectOnlyKeys: names the fields the action allows, never the one it got. */
+  static unexpectedField<const K extends string>(allowed: readonly FixedText<K>[]): ActionInputError {
+    return new ActionInputError(`unexpected field; expected only ${allowed.join(", ")}`);
+  }
 }
 
 /** A statically defined handler. */
@@ -64,11 +91,12 @@ export function isValidActionName(name: string): boolean {
   return name.length <= actionNameMaxLength && actionNamePattern.test(name);
 }
 
-/** Refuses members other than `allowed`: handlers reject what they do not expect. */
-export function expectOnlyKeys(payload: JsonObject, allowed: readonly string[]): void {
+/**
+ * Refuses members other than `allowed`: handlers reject what they do not
+ * expect. The message names the allowed fields, never the unexpected one.
+ */
+export function expectOnlyKeys<const K extends string>(payload: JsonObject, allowed: readonly FixedText<K>[]): void {
   for (const key of Object.keys(payload)) {
-    if (!allowed.includes(key)) {
-      throw new ActionInputError(`unexpected field ${JSON.stringify(key)}; expected only ${allowed.join(", ")}`);
-    }
+    if (!(allowed as readonly string[]).includes(key)) throw ActionInputError.unexpectedField(allowed);
   }
 }

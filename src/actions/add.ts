@@ -15,10 +15,10 @@ export const addAction: Action<AddInput> = {
     expectOnlyKeys(payload, ["a", "b"]);
     const { a, b } = payload;
     if (typeof a !== "number" || typeof b !== "number") {
-      throw new ActionInputError('"a" and "b" must both be numbers');
+      throw ActionInputError.because('"a" and "b" must both be numbers');
     }
     // Two finite doubles can still sum to Infinity, which JSON cannot carry.
-    if (!Number.isFinite(a + b)) throw new ActionInputError("the sum overflows a double");
+    if (!Number.isFinite(a + b)) throw ActionInputError.because("the sum overflows a double");
     return { a, b };
   },
   run: ({ a, b }) => ({ kind: "result", result: { sum: a + b } }),

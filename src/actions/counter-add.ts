@@ -21,10 +21,10 @@ export const counterAddAction: Action<CounterAddInput> = {
     expectOnlyKeys(payload, ["key", "delta"]);
     const { key, delta } = payload;
     if (typeof key !== "string" || key.length === 0 || key.length > maxKeyLength) {
-      throw new ActionInputError(`"key" must be a string of 1-${maxKeyLength} characters`);
+      throw ActionInputError.because(`"key" must be a string of 1-${maxKeyLength} characters`);
     }
     if (typeof delta !== "number" || !Number.isSafeInteger(delta)) {
-      throw new ActionInputError('"delta" must be an integer between -(2^53-1) and 2^53-1');
+      throw ActionInputError.because('"delta" must be an integer between -(2^53-1) and 2^53-1');
     }
     return { key, delta };
   },

@@ -29,6 +29,12 @@ Environment (all optional; see docs/CONFIGURATION.md):
   OPENEXEC_MAX_NONCE_LENGTH    longest nonce (default 128)
   OPENEXEC_HANDLER_TIMEOUT_MS  handler time limit (default 5000)
   OPENEXEC_SHUTDOWN_TIMEOUT_MS how long SIGTERM waits for in-flight executions (default 10000)
+  OPENEXEC_HEADERS_TIMEOUT_MS  time to send the protocol preface and request headers (default 10000)
+  OPENEXEC_REQUEST_TIMEOUT_MS  time to send a whole request (default 30000)
+  OPENEXEC_KEEP_ALIVE_TIMEOUT_MS  idle HTTP/1.1 connection lifetime (default 5000)
+  OPENEXEC_H2_IDLE_TIMEOUT_MS  HTTP/2 session lifetime without requests (default 60000)
+  OPENEXEC_MAX_CONNECTIONS     open connections at most, below ulimit -n (default 900)
+  OPENEXEC_H2_MAX_STREAMS      concurrent streams per HTTP/2 session (default 100)
   OPENEXEC_LOG_LEVEL           fatal|error|warn|info|debug|trace|silent (default info)
   OPENEXEC_ALLOWED_HOSTS       Host names accepted, comma-separated, or * (default: loopback names
                                when bound to loopback, any otherwise)

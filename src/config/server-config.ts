@@ -3,6 +3,7 @@ import type { ApprovalPolicy } from "../approval/verify-approval.js";
 import { defaultRequestLimits, type RequestLimits } from "../execution/request-limits.js";
 import { type DatabaseLocation, DatabaseUrlError, parseDatabaseUrl } from "../ledger/database-url.js";
 import { type LogLevel, logLevels } from "../log/logger.js";
+import { type ConnectionLimits, defaultConnectionLimits } from "../transport/http-server.js";
 import { loadApprovalKeys } from "./approval-keys.js";
 
 export type ExecMode = "demo" | "clawshield";
@@ -18,6 +19,8 @@ export interface ServerConfig {
   /** Undefined when OPENEXEC_ALLOWED_ACTIONS is unset or empty: every registered action may run. */
   readonly allowedActions: ReadonlySet<string> | undefined;
   readonly limits: RequestLimits;
+  /** Connection timeouts and counts (OPENEXEC_HEADERS_TIMEOUT_MS … OPENEXEC_H2_MAX_STREAMS). */
+  readonly connections: ConnectionLimits;
   readonly logLevel: LogLevel;
   /** How long SIGTERM waits for in-flight executions before closing anyway. */
   readonly shutdownTimeoutMs: number;
@@ -165,6 +168,23 @@ export function loadServerConfig(
     handlerTimeoutMs: integer("OPENEXEC_HANDLER_TIMEOUT_MS", defaultRequestLimits.handlerTimeoutMs, 1, 600_000),
   };
 
+  const connections: ConnectionLimits = {
+    headersTimeoutMs: integer("OPENEXEC_HEADERS_TIMEOUT_MS", defaultConnectionLimits.headersTimeoutMs, 100, 600_000),
+    requestTimeoutMs: integer("OPENEXEC_REQUEST_TIMEOUT_MS", defaultConnectionLimits.requestTimeoutMs, 100, 3_600_000),
+    keepAliveTimeoutMs: integer(
+      "OPENEXEC_KEEP_ALIVE_TIMEOUT_MS",
+      defaultConnectionLimits.keepAliveTimeoutMs,
+      100,
+      600_000,
+    ),
+    h2IdleTimeoutMs: integer("OPENEXEC_H2_IDLE_TIMEOUT_MS", defaultConnectionLimits.h2IdleTimeoutMs, 100, 3_600_000),
+    maxConnections: integer("OPENEXEC_MAX_CONNECTIONS", defaultConnectionLimits.maxConnections, 1, 1_000_000),
+    maxStreamsPerSession: integer("OPENEXEC_H2_MAX_STREAMS", defaultConnectionLimits.maxStreamsPerSession, 1, 10_000),
+  };
+  if (connections.headersTimeoutMs > connections.requestTimeoutMs) {
+    problems.push("OPENEXEC_HEADERS_TIMEOUT_MS must not exceed OPENEXEC_REQUEST_TIMEOUT_MS");
+  }
+
   const levelRaw = read("OPENEXEC_LOG_LEVEL") ?? "info";
   let logLevel: LogLevel = "info";
   if ((logLevels as readonly string[]).includes(levelRaw)) logLevel = levelRaw as LogLevel;
@@ -220,6 +240,7 @@ export function loadServerConfig(
     tenantId,
     allowedActions,
     limits,
+    connections,
     logLevel,
     shutdownTimeoutMs,
     receiptKeyPem,

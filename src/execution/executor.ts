@@ -321,6 +321,12 @@ function checkPayload(payload: JsonObject | undefined, maxDepth: number): JsonOb
   return payload;
 }
 
+/**
+ * The action's own validation. An ActionInputError's message is a fixed text
+ * the action chose (ActionInputError.because); it is the only part of the
+ * error passed on, so the answer never quotes the payload. Any other throw is
+ * a bug in the action and escapes as such (INTERNAL, logged by name only).
+ */
 function parseInput(action: AnyAction, payload: JsonObject): unknown {
   try {
     return action.parseInput(payload);

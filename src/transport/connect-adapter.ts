@@ -33,7 +33,7 @@ import {
 import { Rejection } from "../errors/reason.js";
 import type { Logger } from "../log/logger.js";
 import { writeRejection } from "./http-errors.js";
-import type { RequestListener } from "./http-server.js";
+import { clientWentAway, type RequestListener } from "./http-server.js";
 import { binaryRefusal, strictJsonOptions } from "./strict-decoding.js";
 
 export interface ConnectListenerOptions extends ConnectRouterOptions {
@@ -95,10 +95,13 @@ export function createConnectListener(options: ConnectListenerOptions): RequestL
         universalResponseToNodeResponse(response, res as Parameters<typeof universalResponseToNodeResponse>[1]),
       )
       .catch((error: unknown) => {
-        options.logger.warn(
-          { rpc: `${handler.service.typeName}/${handler.method.name}`, err: error instanceof Error ? error.name : "" },
-          "rpc response failed",
-        );
+        const fields = {
+          rpc: `${handler.service.typeName}/${handler.method.name}`,
+          err: error instanceof Error ? error.name : "",
+        };
+        // A client that aborts (e.g. mid-upload) is no server fault: it must not be able to flood the log.
+        if (clientWentAway(req, res)) options.logger.debug(fields, "client closed the request");
+        else options.logger.warn(fields, "rpc response failed");
         // The answer could not be written (usually the client went away): nothing to tell anyone.
         res.destroy();
       });

@@ -23,6 +23,7 @@ import type { InclusionProofAnswer, TransparencyLog } from "../receipts/transpar
 import { verifyStoredReceipt } from "../receipts/verify-stored-receipt.js";
 import type { VerificationKey } from "../signing/ed25519-keys.js";
 import { type NodeResponse, writeJson, writeRejection, writeText } from "./http-errors.js";
+import { clientWentAway } from "./http-server.js";
 import { serveLogTile } from "./log-tiles.js";
 import { isJsonContentType, type NodeRequest, readBody } from "./request-body.js";
 
@@ -149,6 +150,12 @@ export async function serveRest(
     }
     if (isStoreFailure(error)) {
       writeRejection(res, new Rejection("store_unavailable", "the ledger is unavailable; retry later"));
+      return;
+    }
+    if (clientWentAway(req, res)) {
+      // The client closed the connection or reset the stream (e.g. mid-upload):
+      // not a server fault, and there is nobody left to answer.
+      logger.debug({ path: (req.url ?? "").split("?")[0] }, "client closed the request");
       return;
     }
     logger.error(
