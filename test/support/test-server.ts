@@ -36,7 +36,8 @@ export async function startTestServer(
   const dbPath = options.dbPath ?? join(dir?.path ?? "", "ledger.db");
   const actions = options.actions ?? createBuiltinRegistry();
   const config = loadServerConfig(
-    { OPENEXEC_DB_URL: `sqlite:///${dbPath}`, ...env },
+    // Checkpoints are published by a timer (reads never sign one): a short interval keeps tests quick.
+    { OPENEXEC_DB_URL: `sqlite:///${dbPath}`, OPENEXEC_CHECKPOINT_INTERVAL_MS: "100", ...env },
     { host: "127.0.0.1", port: "0" },
     actions.names(),
   );
@@ -68,7 +69,7 @@ export async function spawnServer(
 ): Promise<ServerProcess> {
   const child = spawn(process.execPath, ["--import", tsx, join(packageRoot, "src/cli/main.ts"), "serve", ...args], {
     cwd,
-    env: { PATH: process.env.PATH ?? "", OPENEXEC_LOG_LEVEL: "warn", ...env },
+    env: { PATH: process.env.PATH ?? "", OPENEXEC_LOG_LEVEL: "warn", OPENEXEC_CHECKPOINT_INTERVAL_MS: "100", ...env },
     stdio: ["ignore", "pipe", "pipe"],
   });
   let stderr = "";
