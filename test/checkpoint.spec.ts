@@ -21,8 +21,8 @@ import {
   verifierKey,
   verifyNote,
   verifySignedCheckpoint,
-} from "../src/receipts/checkpoint.js";
-import { leafHash, rootFromLeafHashes } from "../src/receipts/merkle-tree.js";
+} from "../src/tlog/checkpoint.js";
+import { leafHash, rootFromLeafHashes } from "../src/tlog/merkle-tree.js";
 
 interface KeyPair {
   readonly signer: NoteSigner;

@@ -12,10 +12,10 @@ import {
   type WriteOutcome,
   type WriteResult,
 } from "../src/ledger/recorder.js";
-import { parseSignedCheckpoint } from "../src/receipts/checkpoint.js";
-import { leafHash, verifyConsistency, verifyInclusion } from "../src/receipts/merkle-tree.js";
 import { verifyReceiptSignature } from "../src/receipts/receipt.js";
 import { loadReceiptKey } from "../src/receipts/receipt-key.js";
+import { parseSignedCheckpoint } from "../src/tlog/checkpoint.js";
+import { leafHash, verifyConsistency, verifyInclusion } from "../src/tlog/merkle-tree.js";
 import { consistencyPlan, inclusionPlan } from "../src/tlog/proof-plan.js";
 import { proofFromTiles } from "../src/tlog/tiled-tree.js";
 import { scratchDir } from "./support/test-server.js";

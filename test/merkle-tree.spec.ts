@@ -23,7 +23,7 @@ import {
   rootFromLeafHashes,
   verifyConsistency,
   verifyInclusion,
-} from "../src/receipts/merkle-tree.js";
+} from "../src/tlog/merkle-tree.js";
 
 const root = fileURLToPath(new URL("..", import.meta.url));
 const vectorsPath = join(root, "test/vectors/merkle.json");
@@ -31,7 +31,7 @@ const vectorsPath = join(root, "test/vectors/merkle.json");
 // ---------------------------------------------------------------------------
 // A naive implementation: the recursive definitions of RFC 9162 §2.1.1,
 // §2.1.3.1 and §2.1.4.1 over the entries themselves, sharing no code with
-// src/receipts/merkle-tree.ts.
+// src/tlog/merkle-tree.ts.
 
 function sha256(...parts: Uint8Array[]): Buffer {
   const hash = createHash("sha256");

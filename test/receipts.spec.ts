@@ -7,10 +7,10 @@ import Database from "better-sqlite3";
 import { SignedEnvelopeSchema } from "../gen/openexec/v1/envelope_pb.js";
 import { ReceiptSchema } from "../gen/openexec/v1/receipt_pb.js";
 import { TransparencyLogService } from "../gen/openexec/v1/transparency_log_pb.js";
-import { verifySignedCheckpoint } from "../src/receipts/checkpoint.js";
-import { leafHash, verifyConsistency, verifyInclusion } from "../src/receipts/merkle-tree.js";
 import { evidenceFromBundle, verifyReceiptOffline } from "../src/receipts/verify-offline.js";
 import { parsePublicKeyPem } from "../src/signing/ed25519-keys.js";
+import { verifySignedCheckpoint } from "../src/tlog/checkpoint.js";
+import { leafHash, verifyConsistency, verifyInclusion } from "../src/tlog/merkle-tree.js";
 import { type AnyJson, clientFor, getJson, postJson } from "./support/clients.js";
 import { runCli, scratchDir, startTestServer, type TestServer } from "./support/test-server.js";
 

@@ -5,7 +5,7 @@ import { join } from "node:path";
 import { after, before, describe, it } from "node:test";
 import { fromBinary } from "@bufbuild/protobuf";
 import { ReceiptSchema } from "../gen/openexec/v1/receipt_pb.js";
-import { leafHash, rootFromLeafHashes } from "../src/receipts/merkle-tree.js";
+import { leafHash, rootFromLeafHashes } from "../src/tlog/merkle-tree.js";
 import { packageRoot } from "../src/version.js";
 import { postJson } from "./support/clients.js";
 import { scratchDir, startTestServer, type TestServer } from "./support/test-server.js";

@@ -1,8 +1,8 @@
 import { randomUUID } from "node:crypto";
 import type { JsonValue } from "@bufbuild/protobuf";
 import type { FailureReason, RejectionReason } from "../errors/reason.js";
-import type { NoteSigner } from "../receipts/checkpoint.js";
 import type { EncodedReceipt } from "../receipts/receipt.js";
+import type { NoteSigner } from "../tlog/checkpoint.js";
 import { isStorageFault, LedgerBugError, StoreUnavailableError } from "./errors.js";
 import type { CheckpointRow, DenialRow, ExecutionRow, LedgerStorage, ReceiptRow } from "./ports.js";
 import {

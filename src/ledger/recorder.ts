@@ -1,9 +1,9 @@
 import type { JsonValue } from "@bufbuild/protobuf";
 import { ExecutionStatus } from "../../gen/openexec/v1/receipt_pb.js";
 import { canonicalJsonDigest } from "../json/canonical-digest.js";
-import { formatCheckpointBody, type NoteSigner, signCheckpoint } from "../receipts/checkpoint.js";
-import { leafHash, verifyConsistency } from "../receipts/merkle-tree.js";
 import { encodeReceipt, type ReceiptFacts, type ReceiptSigner } from "../receipts/receipt.js";
+import { formatCheckpointBody, type NoteSigner, signCheckpoint } from "../tlog/checkpoint.js";
+import { leafHash, verifyConsistency } from "../tlog/merkle-tree.js";
 import { consistencyPlan } from "../tlog/proof-plan.js";
 import { hashesAtLevel, tileWidth } from "../tlog/tile-path.js";
 import { proofFromTiles, TreeEdge } from "../tlog/tiled-tree.js";

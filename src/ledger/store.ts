@@ -1,7 +1,7 @@
 import type { JsonValue } from "@bufbuild/protobuf";
 import type { FailureReason, RejectionReason } from "../errors/reason.js";
-import type { NoteSigner } from "../receipts/checkpoint.js";
 import type { EncodedReceipt } from "../receipts/receipt.js";
+import type { NoteSigner } from "../tlog/checkpoint.js";
 import type { LedgerEffect } from "./recorder.js";
 
 export { isStoreFailure, LedgerBugError, StoreUnavailableError } from "./errors.js";

@@ -5,8 +5,8 @@ import { Authorization, ExecutionStatus, ReceiptSchema } from "../../gen/openexe
 import { canonicalJsonDigest } from "../json/canonical-digest.js";
 import type { LedgerStore, StoredCheckpoint } from "../ledger/store.js";
 import type { VerificationKey } from "../signing/ed25519-keys.js";
-import { verifySignedCheckpoint } from "./checkpoint.js";
-import { emptyRoot, leafHash, MerkleFrontier } from "./merkle-tree.js";
+import { verifySignedCheckpoint } from "../tlog/checkpoint.js";
+import { emptyRoot, leafHash, MerkleFrontier } from "../tlog/merkle-tree.js";
 import { authorizationOf, sha256, verifyReceiptSignature } from "./receipt.js";
 
 /** Where the ledger stops agreeing with itself. */

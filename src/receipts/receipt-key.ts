@@ -2,7 +2,7 @@ import { createPrivateKey, createPublicKey, generateKeyPairSync, type KeyObject,
 import { existsSync, mkdirSync, readFileSync, statSync, writeFileSync } from "node:fs";
 import { dirname } from "node:path";
 import { KeyError, parsePublicKeyPem, type VerificationKey } from "../signing/ed25519-keys.js";
-import type { NoteSigner } from "./checkpoint.js";
+import type { NoteSigner } from "../tlog/checkpoint.js";
 
 /** The executor's own Ed25519 key, with which it signs every receipt. */
 export interface ReceiptKey {

@@ -3,9 +3,9 @@ import { setTimeout as sleep } from "node:timers/promises";
 import { Rejection } from "../errors/reason.js";
 import type { LedgerStore, StoredCheckpoint } from "../ledger/store.js";
 import type { Logger } from "../log/logger.js";
+import { type NoteSigner, verifySignedCheckpoint } from "../tlog/checkpoint.js";
 import { consistencyPlan, inclusionPlan } from "../tlog/proof-plan.js";
 import { proofFromTiles } from "../tlog/tiled-tree.js";
-import { type NoteSigner, verifySignedCheckpoint } from "./checkpoint.js";
 
 export interface InclusionProofAnswer {
   readonly logIndex: number;

@@ -3,8 +3,8 @@ import { type SignedEnvelope, SignedEnvelopeSchema } from "../../gen/openexec/v1
 import { ExecutionStatus, type Receipt, ReceiptSchema } from "../../gen/openexec/v1/receipt_pb.js";
 import { CanonicalJsonError, canonicalJsonBytes } from "../json/canonical-json.js";
 import { KeyError, parsePublicKeyPem, type VerificationKey } from "../signing/ed25519-keys.js";
-import { verifySignedCheckpoint } from "./checkpoint.js";
-import { leafHash, verifyInclusion } from "./merkle-tree.js";
+import { verifySignedCheckpoint } from "../tlog/checkpoint.js";
+import { leafHash, verifyInclusion } from "../tlog/merkle-tree.js";
 import { receiptPayloadType, sha256, verifyReceiptSignature } from "./receipt.js";
 
 export interface InclusionProofEvidence {

@@ -6,7 +6,7 @@ import { CanonicalJsonError } from "../json/canonical-json.js";
 import { JsonSyntaxError, parseStrictJson } from "../json/strict-json.js";
 import type { LedgerStore } from "../ledger/store.js";
 import type { VerificationKey } from "../signing/ed25519-keys.js";
-import { leafHash, verifyInclusion } from "./merkle-tree.js";
+import { leafHash, verifyInclusion } from "../tlog/merkle-tree.js";
 import { type EncodedReceipt, sha256, verifyReceiptSignature } from "./receipt.js";
 import type { TransparencyLog } from "./transparency-log.js";
 

@@ -7,7 +7,7 @@ import {
   rootFromLeafHashes,
   verifyConsistency,
   verifyInclusion,
-} from "../receipts/merkle-tree.js";
+} from "./merkle-tree.js";
 import { consistencyPlan, inclusionPlan } from "./proof-plan.js";
 import { proofFromTiles, type TileHashes, type TileReader, TreeEdge } from "./tiled-tree.js";
 

@@ -1,4 +1,4 @@
-import { emptyRoot, hashSize, nodeHash } from "../receipts/merkle-tree.js";
+import { emptyRoot, hashSize, nodeHash } from "./merkle-tree.js";
 import { type LeafRange, rangeNodes, type TreeNode } from "./proof-plan.js";
 import { hashesAtLevel, tileHeight, tileWidth } from "./tile-path.js";
 

@@ -1,6 +1,6 @@
 import { Rejection } from "../errors/reason.js";
 import type { LedgerStore } from "../ledger/store.js";
-import { hashSize } from "../receipts/merkle-tree.js";
+import { hashSize } from "../tlog/merkle-tree.js";
 import { parseTilePath, tileWidth } from "../tlog/tile-path.js";
 import type { NodeResponse } from "./http-errors.js";
 
