@@ -10,11 +10,11 @@ import { clawshieldApprovalGate, demoApprovalGate } from "./approval/approval-ga
 import type { ServerConfig } from "./config/server-config.js";
 import { Rejection } from "./errors/reason.js";
 import { Executor } from "./execution/executor.js";
-import type { Ledger } from "./ledger/ledger.js";
-import { type ReceiptIssuer, SqliteLedgerStore } from "./ledger/sqlite-store.js";
+import { SqliteLedgerStore } from "./ledger/sqlite-store.js";
 import type { LedgerStore } from "./ledger/store.js";
+import { WorkerLedger } from "./ledger/worker/worker-ledger.js";
 import type { Logger } from "./log/logger.js";
-import { loadReceiptKey } from "./receipts/receipt-key.js";
+import { loadReceiptKey, type ReceiptKey } from "./receipts/receipt-key.js";
 import { TransparencyLog } from "./receipts/transparency-log.js";
 import { createConnectListener } from "./transport/connect-adapter.js";
 import { writeRejection } from "./transport/http-errors.js";
@@ -44,11 +44,7 @@ export async function startServer(
   for (const warning of config.warnings) logger.warn(warning);
   const receiptKey = loadReceiptKey(config.receiptKeyPem, receiptKeyPath(config));
   const logOrigin = config.logOrigin ?? `openexec/${receiptKey.public.keyId}`;
-  const store = openStore(
-    config,
-    { signer: { keyId: receiptKey.public.keyId, sign: receiptKey.sign }, logOrigin },
-    (message) => logger.warn(message),
-  );
+  const store = await openStore(config, receiptKey, logOrigin, (message) => logger.warn(message));
   try {
     const interrupted = await store.recoverInterrupted();
     if (interrupted > 0) logger.warn({ interrupted }, "recorded executions interrupted by an earlier stop");
@@ -218,10 +214,29 @@ function receiptKeyPath(config: ServerConfig): string {
   return config.database.kind === "sqlite" ? `${config.database.path}.receipt-key.pem` : "openexec.receipt-key.pem";
 }
 
-function openStore(config: ServerConfig, receipts: ReceiptIssuer, onWarning: (message: string) => void): Ledger {
+/**
+ * The ledger, served from its writer thread (the default): the SQLite
+ * connection, group commit, leaf indices and receipt signing live there, off
+ * the event loop. OPENEXEC_LEDGER_THREAD=off keeps them on the main thread.
+ */
+function openStore(
+  config: ServerConfig,
+  receiptKey: ReceiptKey,
+  logOrigin: string,
+  onWarning: (message: string) => void,
+): Promise<LedgerStore> {
   switch (config.database.kind) {
     case "sqlite":
-      return SqliteLedgerStore.open(config.database.path, receipts, { onWarning, leaseMs: config.leaseMs });
+      if (!config.ledgerThread) {
+        const issuer = { signer: { keyId: receiptKey.public.keyId, sign: receiptKey.sign }, logOrigin };
+        return Promise.resolve(
+          SqliteLedgerStore.open(config.database.path, issuer, { onWarning, leaseMs: config.leaseMs }),
+        );
+      }
+      return WorkerLedger.start(
+        { path: config.database.path, receiptKeyPem: receiptKey.privatePem, logOrigin, leaseMs: config.leaseMs },
+        { onWarning },
+      );
     case "postgres":
       throw new Error("PostgreSQL is not supported by this build");
   }

@@ -110,7 +110,7 @@ describe("the log as C2SP tiles", () => {
       offset += 2 + length;
     }
     assert.equal(entries.length, 44);
-    entries.forEach((entry, i) => assert.deepEqual(entry, (executed[256 + i] as Executed).receipt));
+    for (const [i, entry] of entries.entries()) assert.deepEqual(entry, (executed[256 + i] as Executed).receipt);
   });
 
   it("an independent Python verifier, written from the C2SP specs, proves inclusion from the checkpoint and tiles alone", async (t) => {

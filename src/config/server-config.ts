@@ -30,6 +30,8 @@ export interface ServerConfig {
   readonly leaseMs: number;
   /** OPENEXEC_LOG_ENTRIES=on: serve entry bundles (every tenant's receipts) under /log/tile/entries/. */
   readonly logEntries: boolean;
+  /** OPENEXEC_LEDGER_THREAD (default on): the SQLite ledger in its own writer thread; off: on the event loop. */
+  readonly ledgerThread: boolean;
   /** OPENEXEC_LOG_ORIGIN: the transparency log's name; undefined: "openexec/<receipt key id>". */
   readonly logOrigin: string | undefined;
   /** OPENEXEC_RECEIPT_KEY: the receipt signing key (PEM); undefined: kept beside the ledger. */
@@ -193,6 +195,10 @@ export function loadServerConfig(
   const shutdownTimeoutMs = integer("OPENEXEC_SHUTDOWN_TIMEOUT_MS", 10_000, 0, 600_000);
   const checkpointIntervalMs = integer("OPENEXEC_CHECKPOINT_INTERVAL_MS", 1000, 50, 60_000);
   const leaseMs = integer("OPENEXEC_LEASE_MS", 30_000, 1000, 3_600_000);
+  const ledgerThreadRaw = read("OPENEXEC_LEDGER_THREAD") ?? "on";
+  if (ledgerThreadRaw !== "on" && ledgerThreadRaw !== "off") {
+    problems.push(`OPENEXEC_LEDGER_THREAD must be "on" or "off"; got "${ledgerThreadRaw}"`);
+  }
   const logEntriesRaw = read("OPENEXEC_LOG_ENTRIES") ?? "off";
   if (logEntriesRaw !== "on" && logEntriesRaw !== "off") {
     problems.push(`OPENEXEC_LOG_ENTRIES must be "on" or "off"; got "${logEntriesRaw}"`);
@@ -233,6 +239,7 @@ export function loadServerConfig(
     checkpointIntervalMs,
     leaseMs,
     logEntries: logEntriesRaw === "on",
+    ledgerThread: ledgerThreadRaw === "on",
     mode,
     host,
     port,

@@ -58,6 +58,8 @@ export interface LedgerStore {
   checkpoints(): AsyncIterable<StoredCheckpoint>;
   /** Throws when the store cannot serve requests (readiness). */
   check(): Promise<void>;
+  /** Renews this process's leases while their handlers run; `onError` hears about failed renewals. */
+  startLeases(onError: (error: unknown) => void): void;
   close(): Promise<void>;
   /** The approval id an execution consumed; undefined when none is recorded (or no such execution). For audit. */
   approvalIdOf(executionId: string): Promise<string | undefined>;

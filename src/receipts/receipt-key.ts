@@ -8,6 +8,8 @@ import type { NoteSigner } from "../tlog/checkpoint.js";
 export interface ReceiptKey {
   readonly public: VerificationKey;
   readonly publicPem: string;
+  /** The private key as PEM PKCS#8, for the ledger's writer thread, which signs receipts. Never logged. */
+  readonly privatePem: string;
   sign(message: Uint8Array): Uint8Array;
   /** The same key as a signed-note signer for checkpoints, under `name` (the log origin). */
   noteSigner(name: string): NoteSigner;
@@ -36,6 +38,7 @@ export function loadReceiptKey(pem: string | undefined, keyPath: string): Receip
   return {
     public: parsePublicKeyPem(publicPem),
     publicPem,
+    privatePem: privateKey.export({ format: "pem", type: "pkcs8" }).toString(),
     sign: (message) => new Uint8Array(sign(null, message, privateKey)),
     noteSigner: (name) => ({ name, privateKey, publicKeyRaw: parsePublicKeyPem(publicPem).raw }),
   };

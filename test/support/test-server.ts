@@ -37,7 +37,14 @@ export async function startTestServer(
   const actions = options.actions ?? createBuiltinRegistry();
   const config = loadServerConfig(
     // Checkpoints are published by a timer (reads never sign one): a short interval keeps tests quick.
-    { OPENEXEC_DB_URL: `sqlite:///${dbPath}`, OPENEXEC_CHECKPOINT_INTERVAL_MS: "100", ...env },
+    // In-process servers keep the ledger on the main thread unless a test asks for the writer thread
+    // (from TypeScript sources a worker takes about a second to start); spawned servers use the default.
+    {
+      OPENEXEC_DB_URL: `sqlite:///${dbPath}`,
+      OPENEXEC_CHECKPOINT_INTERVAL_MS: "100",
+      OPENEXEC_LEDGER_THREAD: "off",
+      ...env,
+    },
     { host: "127.0.0.1", port: "0" },
     actions.names(),
   );

@@ -1,0 +1,89 @@
+/**
+ * The messages between the main thread and the ledger's writer thread, and how
+ * values cross: structured clone keeps Uint8Array and Date but turns a Buffer
+ * into a plain Uint8Array and an Error into a plain object, so records and
+ * errors are rebuilt on arrival.
+ */
+import { LedgerBugError, LedgerInUseError, SchemaTooNewError, StoreUnavailableError } from "../errors.js";
+import type { DeniedAttempt, ExecutionRecord, StoredCheckpoint } from "../store.js";
+
+/** What the writer thread is started with. */
+export interface WorkerStart {
+  readonly path: string;
+  /** The receipt signing key (PEM PKCS#8): receipts and checkpoints are signed in the writer. */
+  readonly receiptKeyPem: string;
+  readonly logOrigin: string;
+  readonly leaseMs: number;
+}
+
+/** A call of a Ledger method in the writer thread. */
+export interface WorkerCall {
+  readonly id: number;
+  readonly method: string;
+  readonly args: readonly unknown[];
+}
+
+export type WorkerMessage =
+  | { readonly kind: "ready"; readonly schemaVersion: number }
+  | { readonly kind: "failed"; readonly error: SerializedError }
+  | { readonly kind: "result"; readonly id: number; readonly value: unknown }
+  | { readonly kind: "error"; readonly id: number; readonly error: SerializedError }
+  | { readonly kind: "warning"; readonly message: string }
+  | { readonly kind: "lease_error"; readonly error: SerializedError };
+
+export interface SerializedError {
+  readonly name: string;
+  readonly message: string;
+  readonly code: string | undefined;
+  readonly causeCode: string | undefined;
+}
+
+export function serializeError(error: unknown): SerializedError {
+  const e = error instanceof Error ? error : new Error(String(error));
+  const code = (e as { code?: unknown }).code;
+  const causeCode = (e.cause as { code?: unknown } | undefined)?.code;
+  return {
+    name: e.name,
+    message: e.message,
+    code: typeof code === "string" ? code : undefined,
+    causeCode: typeof causeCode === "string" ? causeCode : undefined,
+  };
+}
+
+const errorTypes: Record<string, new (message: string, options?: { cause?: unknown }) => Error> = {
+  StoreUnavailableError,
+  LedgerBugError,
+  LedgerInUseError,
+  SchemaTooNewError,
+};
+
+/** The error as the caller's code switches on it: same class (for the ledger's own), message and codes. */
+export function deserializeError(error: SerializedError): Error {
+  const Type = errorTypes[error.name];
+  const cause =
+    error.causeCode === undefined ? undefined : Object.assign(new Error(error.causeCode), { code: error.causeCode });
+  const rebuilt = Type === undefined ? new Error(error.message) : new Type(error.message, { cause });
+  if (Type === undefined) Object.defineProperty(rebuilt, "name", { value: error.name });
+  if (error.code !== undefined) Object.assign(rebuilt, { code: error.code });
+  return rebuilt;
+}
+
+const asBuffer = (bytes: Uint8Array) => Buffer.from(bytes.buffer, bytes.byteOffset, bytes.length);
+
+/** Buffers back where the domain types have them (digests), after a structured clone. */
+export function rebuildRecord<T extends ExecutionRecord | DeniedAttempt | undefined>(record: T): T {
+  if (record === undefined) return record;
+  const base = {
+    ...record,
+    payloadDigest: asBuffer(record.payloadDigest),
+    approvalDigest: record.approvalDigest === undefined ? undefined : asBuffer(record.approvalDigest),
+  };
+  if (record.status === "pending") return base as T;
+  const receipt = { ...record.receipt, digest: asBuffer(record.receipt.digest) };
+  if (record.status === "executed") return { ...base, receipt, resultDigest: asBuffer(record.resultDigest) } as T;
+  return { ...base, receipt } as T;
+}
+
+export function rebuildCheckpoint(checkpoint: StoredCheckpoint | undefined): StoredCheckpoint | undefined {
+  return checkpoint === undefined ? undefined : { ...checkpoint, rootHash: asBuffer(checkpoint.rootHash) };
+}
