@@ -85,19 +85,12 @@ export interface CheckpointRow {
   readonly note: string;
 }
 
-/**
- * One transaction on the ledger. Everything written through it commits
- * together or not at all; `savepoint` scopes one write so that its failure
- * undoes only its own rows (group commit: one bad write never takes its batch
- * neighbours with it).
- */
-export interface LedgerTransaction {
-  savepoint<T>(write: () => Promise<T>): Promise<T>;
-
+/** The execution ledger inside a transaction: executions, leases, effects, denials. */
+export interface ExecutionLedgerWrites {
   findExecution(tenantId: string, nonce: string): Promise<ExecutionRow | undefined>;
   findExecutionById(executionId: string): Promise<ExecutionRow | undefined>;
   isApprovalUsed(tenantId: string, approvalId: string): Promise<boolean>;
-  /** Inserts a new row; false (and nothing written) when (tenant, nonce) is taken. */
+  /** Inserts a new row; false (and nothing written) when (tenant, nonce) or its approval id is taken. */
   insertExecution(row: ExecutionRow): Promise<boolean>;
   /** Finishes a pending row; false when it is not pending (or not there). */
   finishExecution(executionId: string, finish: ExecutionFinish): Promise<boolean>;
@@ -105,26 +98,41 @@ export interface LedgerTransaction {
   renewLeases(owner: string, executionIds: readonly string[], untilMs: number): Promise<number>;
   /** Pending rows whose lease ran out before `nowMs` (oldest first, at most `limit`). */
   expiredReservations(nowMs: number, limit: number): Promise<ExecutionRow[]>;
-
   readCounter(tenantId: string, key: string): Promise<number | undefined>;
   writeCounter(tenantId: string, key: string, value: number): Promise<void>;
-
   insertDenial(row: DenialRow): Promise<void>;
+}
 
+/** The log's storage inside a transaction: its size, leaves, tiles and checkpoints. */
+export interface LogStorageWrites {
   /** The log's size as last committed (locks the log's state where replicas share it). */
   readLogSize(): Promise<number>;
-  /** Stored tiles, as LedgerReader.readTiles, inside this transaction. */
+  /** Stored tiles, as LogStorageReads.readTiles, inside this transaction. */
   readTiles(ids: readonly { readonly level: number; readonly index: number }[]): Promise<(Uint8Array | undefined)[]>;
   /** Appends leaves (their indices continue the log) and the tiles they changed; records the new size. */
   appendLog(leaves: readonly LeafRow[], tiles: readonly TileRow[], size: number): Promise<void>;
   insertCheckpoint(row: CheckpointRow): Promise<void>;
 }
 
-/** Reads that need no transaction: what replays, proofs, verification and audit ask. */
-export interface LedgerReader {
+/**
+ * One transaction on both ports. Everything written through it commits
+ * together or not at all (an execution, its effect and its leaf); `savepoint`
+ * scopes one write so that its failure undoes only its own rows (group
+ * commit: one bad write never takes its batch neighbours with it).
+ */
+export interface LedgerTransaction extends ExecutionLedgerWrites, LogStorageWrites {
+  savepoint<T>(write: () => Promise<T>): Promise<T>;
+}
+
+/** Reads of the execution ledger: what replays and verification ask. */
+export interface ExecutionLedgerReads {
   findExecution(tenantId: string, nonce: string): Promise<ExecutionRow | undefined>;
   findExecutionById(executionId: string): Promise<ExecutionRow | undefined>;
   findDenialById(attemptId: string): Promise<DenialRow | undefined>;
+}
+
+/** Reads of the log: what proofs, tiles and entry bundles ask. */
+export interface LogStorageReads {
   logSize(): Promise<number>;
   /** The newest stored version of each tile; undefined where none is stored. */
   readTiles(ids: readonly { readonly level: number; readonly index: number }[]): Promise<(Uint8Array | undefined)[]>;
@@ -133,6 +141,9 @@ export interface LedgerReader {
   /** The log's entries (receipt bytes) at leaf indices [start, end), in order. */
   readEntries(start: number, end: number): Promise<Uint8Array[]>;
 }
+
+/** Reads that need no transaction. */
+export interface LedgerReader extends ExecutionLedgerReads, LogStorageReads {}
 
 /** One leaf of the log with the receipt of the row it names (undefined when that row is missing). */
 export interface LeafEntry {
@@ -157,7 +168,7 @@ export interface LedgerStorage extends LedgerReader, LedgerScanner {
   readonly schemaVersion: number;
   /** Runs `work` in one transaction; commits when it resolves, rolls back when it throws. */
   transaction<T>(work: (tx: LedgerTransaction) => Promise<T>): Promise<T>;
-  /** Throws StoreFailure when the storage cannot serve (readiness). */
+  /** Throws StoreUnavailableError when the storage cannot serve (readiness). */
   check(): Promise<void>;
   close(): Promise<void>;
 }

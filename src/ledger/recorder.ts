@@ -394,7 +394,7 @@ async function applyEffect(
 }
 
 /** The tree's right edge at `size`: one partial tile per level. */
-async function restoreEdge(reader: { readTiles: LedgerStorage["readTiles"] }, size: number): Promise<TreeEdge> {
+async function restoreEdge(reader: Pick<LogStorageReads, "readTiles">, size: number): Promise<TreeEdge> {
   const ids: { level: number; index: number }[] = [];
   for (let level = 0; hashesAtLevel(size, level) > 0; level++) {
     ids.push({ level, index: Math.floor(hashesAtLevel(size, level) / tileWidth) });
