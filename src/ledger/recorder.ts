@@ -16,6 +16,7 @@ import type {
   LeafRow,
   LedgerStorage,
   LedgerTransaction,
+  LogStorageReads,
   ReceiptRow,
 } from "./ports.js";
 
