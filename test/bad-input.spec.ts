@@ -352,7 +352,12 @@ describe("bad input over RPC", () => {
       '{"action":"echo","payload":{},"nonce":"r8","approval":"x"}',
       "field_invalid",
     ],
-    ["a field of the wrong type", execute, '{"action":7,"payload":{},"nonce":"r9"}', "field_invalid"],
+    // A wrong type has the reason REST gives it, on every protocol: one body, one meaning.
+    ["an action of the wrong type", execute, '{"action":7,"payload":{},"nonce":"r9"}', "action_invalid"],
+    ["a nonce of the wrong type", execute, '{"action":"echo","payload":{},"nonce":5}', "nonce_invalid"],
+    ["a payload that is an array", execute, '{"action":"echo","payload":[1],"nonce":"r9b"}', "payload_invalid"],
+    ["a payload that is a string", execute, '{"action":"echo","payload":"s","nonce":"r9c"}', "payload_invalid"],
+    ["a VerifyReceipt id of the wrong type", verify, '{"execId":7,"receipt":"00"}', "field_invalid"],
     ["an unknown field in VerifyReceipt", verify, '{"execId":"x","receipt":"00","extra":1}', "field_invalid"],
     [
       "a lone surrogate in a VerifyReceipt result",

@@ -469,6 +469,12 @@ describe("audit: every rule names the row that breaks it", () => {
             problem: new RegExp(`no checkpoint covers the whole log: the newest covers ${secondNewest} of 6 leaves`),
           },
           {
+            name: "edit the log's recorded size",
+            sql: "UPDATE log_state SET size = size - 1",
+            table: "log_state",
+            problem: /the log's recorded size is 5 but it holds 6 leaves/,
+          },
+          {
             name: "edit a counter",
             sql: "UPDATE counters SET value = value + 1 WHERE key = 'apples'",
             table: "counters",

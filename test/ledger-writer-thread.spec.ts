@@ -90,23 +90,29 @@ describe("the ledger in its writer thread", () => {
     }
   });
 
-  it("a ledger removed under the server: 503 store_unavailable and not ready, from the writer thread", async () => {
-    const dir = scratchDir();
-    const dbPath = join(dir.path, "sub", "ledger.db");
-    const server = await startTestServer(threaded, { dbPath });
-    try {
-      assert.equal(
-        (await postJson(`${server.url}/execute`, { action: "echo", payload: {}, nonce: "g-1" })).status,
-        200,
-      );
-      rmSync(join(dir.path, "sub"), { recursive: true, force: true });
-      const after = await postJson(`${server.url}/execute`, { action: "echo", payload: {}, nonce: "g-2" });
-      assert.equal(after.status, 503);
-      assert.equal(after.body.reason, "store_unavailable");
-      assert.equal((await fetch(`${server.url}/ready`)).status, 503);
-    } finally {
-      await server.shutdown();
-      dir.cleanup();
-    }
-  });
+  for (const thread of ["on", "off"]) {
+    it(`a ledger removed under the server: replays and writes 503 store_unavailable, not ready (writer thread ${thread})`, async () => {
+      const dir = scratchDir();
+      const dbPath = join(dir.path, "sub", "ledger.db");
+      const server = await startTestServer({ ...threaded, OPENEXEC_LEDGER_THREAD: thread }, { dbPath });
+      try {
+        assert.equal(
+          (await postJson(`${server.url}/execute`, { action: "echo", payload: {}, nonce: "g-1" })).status,
+          200,
+        );
+        rmSync(join(dir.path, "sub"), { recursive: true, force: true });
+        // Before anything writes or asks for readiness: a replay is not answered from a ledger that is gone.
+        const replay = await postJson(`${server.url}/execute`, { action: "echo", payload: {}, nonce: "g-1" });
+        assert.equal(replay.status, 503);
+        assert.equal(replay.body.reason, "store_unavailable");
+        const after = await postJson(`${server.url}/execute`, { action: "echo", payload: {}, nonce: "g-2" });
+        assert.equal(after.status, 503);
+        assert.equal(after.body.reason, "store_unavailable");
+        assert.equal((await fetch(`${server.url}/ready`)).status, 503);
+      } finally {
+        await server.shutdown();
+        dir.cleanup();
+      }
+    });
+  }
 });

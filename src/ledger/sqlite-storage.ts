@@ -402,7 +402,8 @@ export class SqliteStorage implements LedgerStorage {
   /** Reads wait for an open transaction on this connection, then run. */
   async #read<T>(read: () => T): Promise<T> {
     while (this.#busy !== undefined) await this.#busy.catch(() => undefined);
-    if (this.#gone !== undefined) throw this.#gone;
+    // A replay must not be answered from a ledger file that is gone or replaced either.
+    this.#assertFile();
     return this.#guard(read);
   }
 

@@ -15,7 +15,7 @@ export interface AuditDivergence {
   readonly leaf_index?: number;
   readonly tree_size?: number;
   /** The table and row it names. */
-  readonly table?: "executions" | "denials" | "log_leaves" | "checkpoints" | "counters";
+  readonly table?: "executions" | "denials" | "log_leaves" | "log_state" | "checkpoints" | "counters";
   readonly id?: string;
   readonly problem: string;
 }
@@ -134,6 +134,15 @@ export async function auditLedger(store: LedgerStore, key: VerificationKey): Pro
       const problem = checkCheckpoint(checkpoint, frontier.root(), origin, key);
       if (problem !== undefined) return report({ tree_size: frontier.size, table: "checkpoints", problem });
     }
+  }
+  // The recorded size numbers the next leaf: any other value would reuse or skip an index.
+  const recordedSize = await store.logSize();
+  if (recordedSize !== frontier.size) {
+    return report({
+      tree_size: recordedSize,
+      table: "log_state",
+      problem: `the log's recorded size is ${recordedSize} but it holds ${frontier.size} leaves`,
+    });
   }
   const beyond = [...checkpoints.keys()].find((size) => size > frontier.size);
   if (beyond !== undefined) {

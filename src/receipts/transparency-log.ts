@@ -68,9 +68,23 @@ export class TransparencyLog {
   /** Publishes a checkpoint now (at start: the log is never without one), then every `intervalMs` while it grows. */
   async start(intervalMs = 1000): Promise<void> {
     await this.publish();
+    // A failure is logged once, not at every tick, until publication works again.
+    let failing = false;
     this.#timer = setInterval(() => {
-      this.publish().catch((error: unknown) =>
-        this.#logger.error({ err: error instanceof Error ? error.name : "" }, "checkpoint failed"),
+      this.publish().then(
+        () => {
+          if (failing) this.#logger.info("checkpoint publication recovered");
+          failing = false;
+        },
+        (error: unknown) => {
+          if (!failing) {
+            this.#logger.error(
+              { err: error instanceof Error ? error.name : "", problem: error instanceof Error ? error.message : "" },
+              "checkpoint failed",
+            );
+          }
+          failing = true;
+        },
       );
     }, intervalMs);
     this.#timer.unref();

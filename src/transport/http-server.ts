@@ -44,9 +44,12 @@ export const defaultConnectionLimits: ConnectionLimits = {
  */
 export function clientWentAway(req: NodeRequest, res: NodeResponse): boolean {
   if (req.readableAborted) return true;
-  if ("stream" in res) return res.stream.destroyed;
+  if ("stream" in res) return res.stream.destroyed || timedOut.has(res.stream);
   return res.socket === null || res.socket.destroyed;
 }
+
+/** HTTP/2 streams this server reset because their request did not end in time: a slow client, not an error. */
+const timedOut = new WeakSet<ServerHttp2Stream>();
 
 /** One accepted TCP connection. */
 interface Connection {
@@ -267,6 +270,7 @@ export class PolyglotHttpServer {
   #limitRequestTime(stream: ServerHttp2Stream): void {
     const timer = setTimeout(() => {
       if (stream.destroyed || stream.endAfterHeaders || stream.readableEnded) return;
+      timedOut.add(stream);
       stream.close(http2Constants.NGHTTP2_CANCEL);
     }, this.#limits.requestTimeoutMs).unref();
     stream.once("close", () => clearTimeout(timer));

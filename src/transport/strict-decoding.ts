@@ -74,14 +74,39 @@ function checkedJsonText(input: DescMessage, bytes: Uint8Array, maxJsonDepth: nu
     if (error instanceof JsonSyntaxError) throw refusal(error.reason, `invalid JSON: ${error.message}`);
     throw error;
   }
+  const wrongType = executeFieldOfWrongType(input, value);
+  if (wrongType !== undefined) throw refusal(wrongType, `${wrongType.replace("_invalid", "")} has the wrong type`);
   const replaced = replaceNonCanonicalBytes(input, value);
   try {
     fromJson(input, value, { ignoreUnknownFields: false });
   } catch (error) {
-    throw refusal("field_invalid", schemaProblem(input, error));
+    const field = /cannot decode field ([\w.]+) from JSON/.exec(error instanceof Error ? error.message : "")?.[1];
+    throw refusal(fieldReasons[field ?? ""] ?? "field_invalid", schemaProblem(input, error));
   }
   return replaced ? JSON.stringify(value) : text;
 }
+
+/**
+ * An ExecuteRequest field whose JSON type is wrong, with the reason REST gives
+ * it (protobuf-es does not always name the field, e.g. for a Struct).
+ */
+function executeFieldOfWrongType(input: DescMessage, value: JsonValue): RejectionReason | undefined {
+  if (input.typeName !== "openexec.v1.ExecuteRequest" || !isObject(value)) return undefined;
+  const { action, nonce, payload } = value;
+  if (action !== undefined && action !== null && typeof action !== "string") return "action_invalid";
+  if (nonce !== undefined && nonce !== null && typeof nonce !== "string") return "nonce_invalid";
+  if (payload !== undefined && payload !== null && (typeof payload !== "object" || Array.isArray(payload))) {
+    return "payload_invalid";
+  }
+  return undefined;
+}
+
+/** Fields whose wrong type has its own reason on REST: the same reason here, so that one body means one thing. */
+const fieldReasons: Readonly<Record<string, RejectionReason>> = {
+  "openexec.v1.ExecuteRequest.action": "action_invalid",
+  "openexec.v1.ExecuteRequest.nonce": "nonce_invalid",
+  "openexec.v1.ExecuteRequest.payload": "payload_invalid",
+};
 
 function refusal(reason: RejectionReason, message: string) {
   return rejectionToConnectError(new Rejection(reason, message));
