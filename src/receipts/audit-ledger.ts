@@ -135,15 +135,6 @@ export async function auditLedger(store: LedgerStore, key: VerificationKey): Pro
       if (problem !== undefined) return report({ tree_size: frontier.size, table: "checkpoints", problem });
     }
   }
-  // The recorded size numbers the next leaf: any other value would reuse or skip an index.
-  const recordedSize = await store.logSize();
-  if (recordedSize !== frontier.size) {
-    return report({
-      tree_size: recordedSize,
-      table: "log_state",
-      problem: `the log's recorded size is ${recordedSize} but it holds ${frontier.size} leaves`,
-    });
-  }
   const beyond = [...checkpoints.keys()].find((size) => size > frontier.size);
   if (beyond !== undefined) {
     return report({
@@ -163,6 +154,15 @@ export async function auditLedger(store: LedgerStore, key: VerificationKey): Pro
         newest < 0
           ? `the log holds ${frontier.size} leaves but no checkpoint is stored`
           : `no checkpoint covers the whole log: the newest covers ${newest} of ${frontier.size} leaves`,
+    });
+  }
+  // The recorded size numbers the next leaf: any other value would reuse or skip an index.
+  const recordedSize = await store.logSize();
+  if (recordedSize !== frontier.size) {
+    return report({
+      tree_size: recordedSize,
+      table: "log_state",
+      problem: `the log's recorded size is ${recordedSize} but it holds ${frontier.size} leaves`,
     });
   }
   // Every finished execution and every denial is a leaf of the log.
