@@ -26,6 +26,7 @@
  *   BENCH_SLICE_SECONDS   length of one turn of load on one scenario (default 2)
  *   BENCH_SCENARIOS       comma-separated subset, e.g. "baseline,grpc" (baseline always runs)
  *   BENCH_CPU_PROF_DIR    write a V8 CPU profile of each OpenExec server child there
+ *   BENCH_SERVER_ENV      settings for every OpenExec server, e.g. "OPENEXEC_LEDGER_THREAD=off"
  *   BENCH_SERVER_ROOT     run the OpenExec server from another checkout (with its own node_modules),
  *                         e.g. a git worktree of another commit; the baseline and clients stay these
  */
@@ -134,10 +135,26 @@ async function startOpenExec(dir: string): Promise<{ server: ServerChild; dbPath
     [...profile, "--import", "tsx", entry, "serve", "--host", "127.0.0.1", "--port", "0"],
     {
       cwd: serverRoot,
-      env: { PATH: process.env.PATH ?? "", OPENEXEC_DB_URL: `sqlite:///${dbPath}`, OPENEXEC_LOG_LEVEL: "warn" },
+      env: {
+        PATH: process.env.PATH ?? "",
+        OPENEXEC_DB_URL: `sqlite:///${dbPath}`,
+        OPENEXEC_LOG_LEVEL: "warn",
+        ...extraServerEnv(),
+      },
     },
   );
   return { server, dbPath };
+}
+
+/** BENCH_SERVER_ENV="NAME=value,NAME=value": settings for every OpenExec server of the run. */
+function extraServerEnv(): Record<string, string> {
+  const raw = process.env.BENCH_SERVER_ENV ?? "";
+  return Object.fromEntries(
+    raw
+      .split(",")
+      .filter((pair) => pair.includes("="))
+      .map((pair) => [pair.slice(0, pair.indexOf("=")).trim(), pair.slice(pair.indexOf("=") + 1).trim()]),
+  );
 }
 
 async function startBaseline(dir: string): Promise<{ server: ServerChild; dbPath: string }> {
