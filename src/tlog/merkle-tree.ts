@@ -1,4 +1,5 @@
 import { createHash, hash } from "node:crypto";
+import { consistencyPlan, inclusionPlan, largestPowerOfTwoBelow } from "./proof-plan.js";
 
 /**
  * The Merkle tree of the receipt log: RFC 6962 / RFC 9162 §2.1 hashing over
@@ -59,20 +60,7 @@ export function inclusionProof(leafHashes: readonly Uint8Array[], index: number,
   checkLeafHashes(leafHashes, size, "size");
   checkSize(index, "index");
   if (index >= size) throw new MerkleError(`index ${index} is not below the tree size ${size}`);
-  const proof: Buffer[] = [];
-  let start = 0;
-  let end = size;
-  while (end - start > 1) {
-    const k = largestPowerOfTwoBelow(end - start);
-    if (index < start + k) {
-      proof.push(subtreeRoot(leafHashes, start + k, end));
-      end = start + k;
-    } else {
-      proof.push(subtreeRoot(leafHashes, start, start + k));
-      start += k;
-    }
-  }
-  return proof.reverse();
+  return inclusionPlan(index, size).map((range) => subtreeRoot(leafHashes, range.start, range.end));
 }
 
 /**
@@ -117,29 +105,7 @@ export function consistencyProof(leafHashes: readonly Uint8Array[], oldSize: num
   checkLeafHashes(leafHashes, newSize, "newSize");
   checkSize(oldSize, "oldSize");
   if (oldSize > newSize) throw new MerkleError(`oldSize ${oldSize} is above newSize ${newSize}`);
-  if (oldSize === 0) return [];
-  const proof: Buffer[] = [];
-  let start = 0;
-  let end = newSize;
-  let m = oldSize;
-  let complete = true; // the b flag of SUBPROOF: the old tree's root is this subtree
-  for (;;) {
-    if (m === end - start) {
-      if (!complete) proof.push(subtreeRoot(leafHashes, start, end));
-      break;
-    }
-    const k = largestPowerOfTwoBelow(end - start);
-    if (m <= k) {
-      proof.push(subtreeRoot(leafHashes, start + k, end));
-      end = start + k;
-    } else {
-      proof.push(subtreeRoot(leafHashes, start, start + k));
-      start += k;
-      m -= k;
-      complete = false;
-    }
-  }
-  return proof.reverse();
+  return consistencyPlan(oldSize, newSize).map((range) => subtreeRoot(leafHashes, range.start, range.end));
 }
 
 /**
@@ -288,13 +254,6 @@ function hashChildren(left: Uint8Array, right: Uint8Array): Buffer {
   nodeInput.set(left, 1);
   nodeInput.set(right, 1 + hashSize);
   return hash("sha256", nodeInput, "buffer");
-}
-
-/** The largest power of two strictly below n, for n >= 2. */
-function largestPowerOfTwoBelow(n: number): number {
-  let k = 1;
-  while (k * 2 < n) k *= 2;
-  return k;
 }
 
 function isPowerOfTwo(n: number): boolean {
