@@ -3,6 +3,7 @@
  *
  *   npm run bench              # a table
  *   npm run bench -- --json    # machine-readable results on stdout
+ *   npm run bench -- --scale   # the ledger at 1M executions (bench/scale-bench.ts; BENCH_SCALE_N)
  *
  * Every scenario has its own server, a child process (so the load generator
  * does not share its event loop) with its own fresh SQLite file. All of them
@@ -55,6 +56,7 @@ import {
   type ServerChild,
   spawnServer,
 } from "./processes.js";
+import { runScaleBench } from "./scale-bench.js";
 
 const packageRoot = fileURLToPath(new URL("..", import.meta.url));
 const requestTimeoutMs = 10_000;
@@ -448,10 +450,14 @@ function formatTable(results: readonly ScenarioResult[]): string {
 
 async function main(argv: readonly string[]): Promise<number> {
   const json = argv.includes("--json");
-  const unknown = argv.filter((arg) => arg !== "--json");
+  const unknown = argv.filter((arg) => arg !== "--json" && arg !== "--scale");
   if (unknown.length > 0) {
-    process.stderr.write(`usage: npm run bench [-- --json]\nunknown arguments: ${unknown.join(" ")}\n`);
+    process.stderr.write(`usage: npm run bench [-- --json | --scale]\nunknown arguments: ${unknown.join(" ")}\n`);
     return 2;
+  }
+  if (argv.includes("--scale")) {
+    await runScaleBench();
+    return 0;
   }
   const concurrency = envNumber("BENCH_CONCURRENCY", 32, 1, 1024);
   const warmupMs = envNumber("BENCH_WARMUP_SECONDS", 1, 0, 60) * 1000;
