@@ -16,6 +16,7 @@ import type {
   Reservation,
   ReserveOutcome,
 } from "../ledger/store.js";
+import { isStoreFailure } from "../ledger/store.js";
 import { TimeOrderedIds } from "../ledger/time-ordered-id.js";
 import type { Logger } from "../log/logger.js";
 import { nonceCharacters, type RequestLimits } from "./request-limits.js";
@@ -213,17 +214,20 @@ export class Executor {
     if (action.effects === "ledger") {
       // Nothing outside the ledger happens when this handler runs: look for an
       // earlier execution, run, then reserve and record in one transaction.
-      const existing = await guardStore(store.find(reservation.tenantId, reservation.nonce));
+      const existing = await guardStore(store.find(reservation.tenantId, reservation.nonce), this.#options.logger);
       if (existing !== undefined) return this.#settleExisting(reservation, existing);
       const outcome = await this.#run(reservation, action, input);
-      const recorded = await guardStore(store.reserveAndComplete(reservation, outcome));
+      const recorded = await guardStore(store.reserveAndComplete(reservation, outcome), this.#options.logger);
       if (recorded.kind !== "recorded") return this.#settleTaken(reservation, recorded);
       return this.#recorded(recorded.record, reservation);
     }
-    const reserved = await guardStore(store.reserve(reservation));
+    const reserved = await guardStore(store.reserve(reservation), this.#options.logger);
     if (reserved.kind !== "reserved") return this.#settleTaken(reservation, reserved);
     const outcome = await this.#run(reservation, action, input);
-    return this.#recorded(await guardStore(store.complete(reservation.executionId, outcome)), reservation);
+    return this.#recorded(
+      await guardStore(store.complete(reservation.executionId, outcome), this.#options.logger),
+      reservation,
+    );
   }
 
   /** The nonce or the approval was already taken. */
@@ -295,7 +299,7 @@ export class Executor {
     const deadline = Date.now() + boundMs;
     let delay = 10;
     for (;;) {
-      const record = await guardStore(store.find(reservation.tenantId, reservation.nonce));
+      const record = await guardStore(store.find(reservation.tenantId, reservation.nonce), this.#options.logger);
       if (record === undefined) throw new Rejection("store_unavailable", "the reservation disappeared");
       if (record.status !== "pending" || Date.now() >= deadline) return record;
       await new Promise((resolve) => setTimeout(resolve, delay));
@@ -342,12 +346,24 @@ function digestsEqual(a: Buffer, b: Buffer): boolean {
   return a.length === b.length && timingSafeEqual(a, b);
 }
 
-/** Store failures (StoreUnavailableError, driver errors) surface as UNAVAILABLE, never as INTERNAL. */
-async function guardStore<T>(operation: Promise<T>): Promise<T> {
+/**
+ * Storage that cannot serve (StoreUnavailableError) surfaces as 503
+ * `store_unavailable`. Anything else from the ledger is a broken invariant: it
+ * is logged with its cause and answered as INTERNAL, never disguised as
+ * unavailability.
+ */
+async function guardStore<T>(operation: Promise<T>, logger?: Logger): Promise<T> {
   try {
     return await operation;
   } catch (error) {
     if (isRejection(error)) throw error;
-    throw new Rejection("store_unavailable", "the ledger is unavailable; retry later");
+    if (isStoreFailure(error)) {
+      throw new Rejection("store_unavailable", "the ledger is unavailable; retry later");
+    }
+    logger?.error(
+      { err: error instanceof Error ? error.name : typeof error, problem: error instanceof Error ? error.message : "" },
+      "ledger invariant broken",
+    );
+    throw error;
   }
 }

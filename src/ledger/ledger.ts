@@ -342,7 +342,7 @@ function toRecord(row: ExecutionRow): ExecutionRecord {
   switch (row.status) {
     case "executed": {
       if (row.resultJson === undefined || row.resultDigest === undefined) {
-        throw new LedgerBugError(`execution ${row.executionId} is executed but has no result`);
+        throw new StoreUnavailableError(`execution ${row.executionId} is executed but has no result`);
       }
       let result: JsonValue;
       try {
