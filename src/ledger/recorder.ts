@@ -44,16 +44,8 @@ export type LedgerCompletion =
   | { readonly kind: "executed"; readonly effect: LedgerEffect }
   | { readonly kind: "failed"; readonly reason: string };
 
-export interface DenialFacts {
-  readonly attemptId: string;
-  readonly tenantId: string;
-  readonly nonce: string;
-  readonly action: string;
-  readonly payloadDigest: Uint8Array;
-  readonly approvalDigest: Uint8Array | undefined;
-  readonly reason: string;
-  readonly logicalTimeMs: number;
-}
+/** A denial as the executor reports it; the recorder adds its receipt. */
+export type DenialFacts = Omit<DenialRow, "receipt">;
 
 /** One write, as the executor asks for it; a batch of them commits in one transaction. */
 export type LedgerWrite =
