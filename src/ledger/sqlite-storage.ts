@@ -56,7 +56,6 @@ interface DenialColumns {
 interface StorageWatch {
   readonly file: LedgerFileIdentity | undefined;
   readonly onWarning: ((message: string) => void) | undefined;
-  readonly readOnly: boolean;
 }
 
 interface LeafEntryColumns {
@@ -539,7 +538,6 @@ export function openSqliteStorage(path: string, options: SqliteOpenOptions = {})
     const storage = new SqliteStorage(db, version, {
       file: new LedgerFileIdentity(path),
       onWarning: options.onWarning,
-      readOnly: false,
     });
     storage.probeWrite();
     return storage;
@@ -585,7 +583,7 @@ export function openSqliteStorageReadOnly(path: string): SqliteStorage {
       `the ledger has schema version ${version}; this build reads version ${latestSqliteSchemaVersion}`,
     );
   }
-  return new SqliteStorage(db, version, { file: undefined, onWarning: undefined, readOnly: true });
+  return new SqliteStorage(db, version, { file: undefined, onWarning: undefined });
 }
 
 function isBusy(error: unknown): boolean {
