@@ -198,10 +198,10 @@ export class Ledger implements LedgerStore {
     return toCheckpoint(await this.#storage.checkpointAt(treeSize));
   }
 
-  async checkpoint(signer: NoteSigner): Promise<StoredCheckpoint> {
+  async checkpoint(signer: NoteSigner, minIntervalMs = 0): Promise<StoredCheckpoint | undefined> {
     while (this.#flushing !== undefined) await this.#flushing;
     const recorder = await this.#recorder;
-    return toCheckpoint(await recorder.checkpoint(this.#storage, signer)) as StoredCheckpoint;
+    return toCheckpoint(await recorder.checkpoint(this.#storage, signer, { minIntervalMs, nowMs: this.#now() }));
   }
 
   async *logEntries(): AsyncGenerator<LogEntry> {

@@ -105,8 +105,23 @@ export interface ExecutionLedgerWrites {
 
 /** The log's storage inside a transaction: its size, leaves, tiles and checkpoints. */
 export interface LogStorageWrites {
-  /** The log's size as last committed (locks the log's state where replicas share it). */
+  /**
+   * The log's size as last committed, locking the log's state until this
+   * transaction ends where replicas share it: the next leaf indices are this
+   * transaction's to assign, gap-free. Taken first in every write batch, so
+   * that writers queue on one lock and never wait on each other's rows.
+   */
+  lockLog(): Promise<number>;
+  /** The log's size as last committed, without locking it. */
   readLogSize(): Promise<number>;
+  /**
+   * Claims the right to sign the next checkpoint: false when another replica
+   * is publishing now (the lock is taken: skipped, not waited for, unless
+   * `minIntervalMs` is 0) or published less than `minIntervalMs` ago. Held
+   * until this transaction ends; a claim that signs records `nowMs`.
+   */
+  claimPublication(nowMs: number, minIntervalMs: number): Promise<boolean>;
+  latestCheckpoint(): Promise<CheckpointRow | undefined>;
   /** Stored tiles, as LogStorageReads.readTiles, inside this transaction. */
   readTiles(ids: readonly { readonly level: number; readonly index: number }[]): Promise<(Uint8Array | undefined)[]>;
   /** Appends leaves (their indices continue the log) and the tiles they changed; records the new size. */

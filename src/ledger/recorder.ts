@@ -128,7 +128,7 @@ export class LedgerRecorder {
     const before = this.#edge;
     try {
       return await storage.transaction(async (tx) => {
-        const size = await tx.readLogSize();
+        const size = await tx.lockLog();
         // Another writer appended since (replicas on one database): catch up from its tiles.
         if (size !== this.#edge.size) this.#edge = await restoreEdge(tx, size);
         const leaves: LeafRow[] = [];
@@ -163,32 +163,41 @@ export class LedgerRecorder {
 
   /**
    * Signs and stores a checkpoint of the tree as committed, unless one exists
-   * at this size. A new checkpoint must extend the last one (checked with a
-   * consistency proof from the stored tiles before signing): a log whose
-   * stored tree no longer agrees with what it signed is never signed again.
+   * at this size, or another replica holds the publication (or published less
+   * than `minIntervalMs` ago): then the latest stored one is returned. A new
+   * checkpoint must extend the last one (checked with a consistency proof from
+   * the stored tiles before signing): a log whose stored tree no longer agrees
+   * with what it signed is never signed again.
    */
-  async checkpoint(storage: LedgerStorage, signer: NoteSigner): Promise<CheckpointRow> {
-    const latest = await storage.latestCheckpoint();
-    if (latest !== undefined && latest.treeSize === this.#edge.size) return latest;
-    const rootHash = this.#edge.root();
-    if (latest !== undefined) {
-      const proof =
-        latest.treeSize > this.#edge.size
-          ? undefined
-          : await proofFromTiles(consistencyPlan(latest.treeSize, this.#edge.size), storage);
-      if (
-        proof === undefined ||
-        !verifyConsistency(latest.treeSize, this.#edge.size, latest.rootHash, rootHash, proof)
-      ) {
-        throw new LedgerBugError(
-          `the log's stored tree of ${this.#edge.size} leaves does not extend its checkpoint of ${latest.treeSize}; refusing to sign (run openexec audit)`,
-        );
+  async checkpoint(
+    storage: LedgerStorage,
+    signer: NoteSigner,
+    options: { readonly minIntervalMs?: number; readonly nowMs?: number } = {},
+  ): Promise<CheckpointRow | undefined> {
+    return storage.transaction(async (tx) => {
+      if (!(await tx.claimPublication(options.nowMs ?? Date.now(), options.minIntervalMs ?? 0))) {
+        return tx.latestCheckpoint();
       }
-    }
-    const body = formatCheckpointBody({ origin: signer.name, size: this.#edge.size, rootHash });
-    const row: CheckpointRow = { treeSize: this.#edge.size, rootHash, note: signCheckpoint(body, signer) };
-    await storage.transaction((tx) => tx.insertCheckpoint(row));
-    return row;
+      const latest = await tx.latestCheckpoint();
+      const size = await tx.readLogSize();
+      if (latest !== undefined && latest.treeSize === size) return latest;
+      // Other replicas append too: the edge at the committed size, from its tiles.
+      const edge = size === this.#edge.size ? this.#edge : await restoreEdge(tx, size);
+      const rootHash = edge.root();
+      if (latest !== undefined) {
+        const proof =
+          latest.treeSize > size ? undefined : await proofFromTiles(consistencyPlan(latest.treeSize, size), tx);
+        if (proof === undefined || !verifyConsistency(latest.treeSize, size, latest.rootHash, rootHash, proof)) {
+          throw new LedgerBugError(
+            `the log's stored tree of ${size} leaves does not extend its checkpoint of ${latest.treeSize}; refusing to sign (run openexec audit)`,
+          );
+        }
+      }
+      const body = formatCheckpointBody({ origin: signer.name, size, rootHash });
+      const row: CheckpointRow = { treeSize: size, rootHash, note: signCheckpoint(body, signer) };
+      await tx.insertCheckpoint(row);
+      return row;
+    });
   }
 
   async #apply(

@@ -2,8 +2,26 @@ import { mkdirSync } from "node:fs";
 import { dirname } from "node:path";
 import Database from "better-sqlite3";
 import { TreeEdge } from "../tlog/tiled-tree.js";
-import { isStorageFault, LedgerInUseError, SchemaTooNewError, StoreUnavailableError } from "./errors.js";
+import {
+  isStorageFault,
+  LedgerBugError,
+  LedgerInUseError,
+  SchemaTooNewError,
+  StoreUnavailableError,
+} from "./errors.js";
 import { createOwnerOnly, LedgerFileIdentity } from "./ledger-file.js";
+import {
+  type CheckpointColumns,
+  type DenialColumns,
+  type ExecutionColumns,
+  fromCheckpoint,
+  fromDenial,
+  fromExecution,
+  fromLeafEntry,
+  type LeafEntryColumns,
+  leafEntriesSql,
+  unloggedEntriesSql,
+} from "./ledger-rows.js";
 import type {
   CheckpointRow,
   DenialRow,
@@ -18,60 +36,10 @@ import type {
 } from "./ports.js";
 import { latestSqliteSchemaVersion, sqliteMigrations } from "./sqlite-migrations.js";
 
-interface ExecutionColumns {
-  execution_id: string;
-  tenant_id: string;
-  nonce: string;
-  action: string;
-  payload_digest: Buffer;
-  approval_id: string | null;
-  approval_digest: Buffer | null;
-  logical_time_ms: number;
-  status: ExecutionRow["status"];
-  lease_owner: string | null;
-  lease_until_ms: number | null;
-  reason: string | null;
-  result_json: string | null;
-  result_digest: Buffer | null;
-  receipt: Buffer | null;
-  receipt_digest: Buffer | null;
-  receipt_signature: Buffer | null;
-}
-
-interface DenialColumns {
-  attempt_id: string;
-  tenant_id: string;
-  nonce: string;
-  action: string;
-  payload_digest: Buffer;
-  approval_digest: Buffer | null;
-  reason: string;
-  logical_time_ms: number;
-  receipt: Buffer;
-  receipt_digest: Buffer;
-  receipt_signature: Buffer | null;
-}
-
 /** How a storage opened for serving watches its file. */
 interface StorageWatch {
   readonly file: LedgerFileIdentity | undefined;
   readonly onWarning: ((message: string) => void) | undefined;
-}
-
-interface LeafEntryColumns {
-  leaf_index: number;
-  leaf_hash: Buffer;
-  entry_kind: LeafRow["kind"];
-  entry_id: string;
-  receipt: Buffer | null;
-  receipt_digest: Buffer | null;
-  receipt_signature: Buffer | null;
-}
-
-interface CheckpointColumns {
-  tree_size: number;
-  root_hash: Buffer;
-  note: string;
 }
 
 /**
@@ -218,7 +186,11 @@ export class SqliteStorage implements LedgerStorage {
       insertDenial: async (row) => {
         sql.insertDenial.run(toDenial(row));
       },
+      // One connection, one writer at a time (BEGIN IMMEDIATE): the log is already this transaction's.
+      lockLog: async () => sql.logSize.get()?.size ?? 0,
       readLogSize: async () => sql.logSize.get()?.size ?? 0,
+      claimPublication: async () => true,
+      latestCheckpoint: async () => fromCheckpoint(sql.latestCheckpoint.get()),
       readTiles: async (ids) => this.#tiles(ids),
       appendLog: async (leaves, tiles, size) => this.#appendLog(leaves, tiles, size),
       insertCheckpoint: async (row) => {
@@ -234,7 +206,7 @@ export class SqliteStorage implements LedgerStorage {
     } catch (error) {
       if (db.inTransaction) db.exec("ROLLBACK");
       this.#writeFailure = error;
-      throw error instanceof StoreUnavailableError
+      throw error instanceof StoreUnavailableError || error instanceof LedgerBugError
         ? error
         : new StoreUnavailableError(`ledger write failed: ${(error as Error).message}`, { cause: error });
     }
@@ -340,26 +312,7 @@ export class SqliteStorage implements LedgerStorage {
   }
 
   async *leafEntries(): AsyncGenerator<LeafEntry> {
-    const rows = this.#db
-      .prepare<[], LeafEntryColumns>(`
-        SELECT l.leaf_index, l.leaf_hash, l.entry_kind, l.entry_id,
-          coalesce(e.receipt, d.receipt) AS receipt,
-          coalesce(e.receipt_digest, d.receipt_digest) AS receipt_digest,
-          coalesce(e.receipt_signature, d.receipt_signature) AS receipt_signature
-        FROM log_leaves l
-        LEFT JOIN executions e ON l.entry_kind = 'execution' AND e.execution_id = l.entry_id
-        LEFT JOIN denials d ON l.entry_kind = 'denial' AND d.attempt_id = l.entry_id
-        ORDER BY l.leaf_index`)
-      .iterate();
-    for (const row of rows) {
-      yield {
-        leaf: { index: row.leaf_index, hash: row.leaf_hash, kind: row.entry_kind, entryId: row.entry_id },
-        receipt:
-          row.receipt === null || row.receipt_digest === null
-            ? undefined
-            : { body: row.receipt, digest: row.receipt_digest, signature: row.receipt_signature ?? new Uint8Array(0) },
-      };
-    }
+    for (const row of this.#db.prepare<[], LeafEntryColumns>(leafEntriesSql).iterate()) yield fromLeafEntry(row);
   }
 
   async *checkpoints(): AsyncGenerator<CheckpointRow> {
@@ -380,16 +333,7 @@ export class SqliteStorage implements LedgerStorage {
   }
 
   async *unloggedEntries(): AsyncGenerator<{ kind: LeafRow["kind"]; entryId: string }> {
-    const rows = this.#db
-      .prepare<[], { kind: LeafRow["kind"]; entry_id: string }>(`
-        SELECT 'execution' AS kind, execution_id AS entry_id FROM executions e
-          WHERE status <> 'pending' AND NOT EXISTS (SELECT 1 FROM log_leaves l
-            WHERE l.entry_kind = 'execution' AND l.entry_id = e.execution_id)
-        UNION ALL
-        SELECT 'denial' AS kind, attempt_id AS entry_id FROM denials d
-          WHERE NOT EXISTS (SELECT 1 FROM log_leaves l WHERE l.entry_kind = 'denial' AND l.entry_id = d.attempt_id)
-        ORDER BY kind, entry_id`)
-      .iterate();
+    const rows = this.#db.prepare<[], { kind: LeafRow["kind"]; entry_id: string }>(unloggedEntriesSql).iterate();
     for (const row of rows) yield { kind: row.kind, entryId: row.entry_id };
   }
 
@@ -465,48 +409,6 @@ function toReceiptColumns(receipt: ReceiptRow | undefined) {
     receiptDigest: receipt === undefined ? null : Buffer.from(receipt.digest),
     receiptSignature: receipt === undefined ? null : Buffer.from(receipt.signature),
   };
-}
-
-function fromExecution(row: ExecutionColumns | undefined): ExecutionRow | undefined {
-  if (row === undefined) return undefined;
-  return {
-    executionId: row.execution_id,
-    tenantId: row.tenant_id,
-    nonce: row.nonce,
-    action: row.action,
-    payloadDigest: row.payload_digest,
-    approvalId: row.approval_id ?? undefined,
-    approvalDigest: row.approval_digest ?? undefined,
-    logicalTimeMs: row.logical_time_ms,
-    status: row.status,
-    leaseOwner: row.lease_owner ?? undefined,
-    leaseUntilMs: row.lease_until_ms ?? undefined,
-    reason: row.reason ?? undefined,
-    resultJson: row.result_json ?? undefined,
-    resultDigest: row.result_digest ?? undefined,
-    receipt:
-      row.receipt === null || row.receipt_digest === null
-        ? undefined
-        : { body: row.receipt, digest: row.receipt_digest, signature: row.receipt_signature ?? new Uint8Array(0) },
-  };
-}
-
-function fromDenial(row: DenialColumns): DenialRow {
-  return {
-    attemptId: row.attempt_id,
-    tenantId: row.tenant_id,
-    nonce: row.nonce,
-    action: row.action,
-    payloadDigest: row.payload_digest,
-    approvalDigest: row.approval_digest ?? undefined,
-    reason: row.reason,
-    logicalTimeMs: row.logical_time_ms,
-    receipt: { body: row.receipt, digest: row.receipt_digest, signature: row.receipt_signature ?? new Uint8Array(0) },
-  };
-}
-
-function fromCheckpoint(row: CheckpointColumns | undefined): CheckpointRow | undefined {
-  return row === undefined ? undefined : { treeSize: row.tree_size, rootHash: row.root_hash, note: row.note };
 }
 
 /** What a ledger opened for serving tells its owner. */

@@ -50,8 +50,12 @@ export interface LedgerStore {
   checkpointAt(treeSize: number): Promise<StoredCheckpoint | undefined>;
   /** The log's entries (receipt bytes) at leaf indices [start, end), in order. */
   readEntries(start: number, end: number): Promise<Uint8Array[]>;
-  /** Signs and stores a checkpoint of everything committed, unless the latest covers it. */
-  checkpoint(signer: NoteSigner): Promise<StoredCheckpoint>;
+  /**
+   * Signs and stores a checkpoint of everything committed, unless the latest
+   * covers it, or (replicas) another one is publishing or published less than
+   * `minIntervalMs` ago. Returns the latest stored checkpoint either way.
+   */
+  checkpoint(signer: NoteSigner, minIntervalMs?: number): Promise<StoredCheckpoint | undefined>;
   /** Every log leaf with the receipt it stands for, in index order (for audit and export). */
   logEntries(): AsyncIterable<LogEntry>;
   /** Every stored checkpoint, by tree size. */

@@ -31,7 +31,7 @@ export class TransparencyLog {
   readonly #logger: Logger;
   #timer: NodeJS.Timeout | undefined;
   /** Serialises publication, so two callers never sign the same size twice. */
-  #publishing: Promise<StoredCheckpoint> | undefined;
+  #publishing: Promise<StoredCheckpoint | undefined> | undefined;
 
   constructor(store: LedgerStore, signer: NoteSigner, logger: Logger) {
     this.#store = store;
@@ -70,8 +70,11 @@ export class TransparencyLog {
     await this.publish();
     // A failure is logged once, not at every tick, until publication works again.
     let failing = false;
+    // Replicas on one database each run this timer; at most one signs per
+    // interval (less a tenth, for timer jitter), the one that claims it.
+    const minIntervalMs = Math.floor(intervalMs * 0.9);
     this.#timer = setInterval(() => {
-      this.publish().then(
+      this.publish(minIntervalMs).then(
         () => {
           if (failing) this.#logger.info("checkpoint publication recovered");
           failing = false;
@@ -94,10 +97,15 @@ export class TransparencyLog {
     clearInterval(this.#timer);
   }
 
-  /** Signs a checkpoint of everything committed, unless the latest covers it (the timer's and shutdown's job). */
-  publish(): Promise<StoredCheckpoint> {
+  /**
+   * Signs a checkpoint of everything committed, unless the latest covers it
+   * (the timer's and shutdown's job), or another replica signed one less than
+   * `minIntervalMs` ago. 0 (at start and shutdown) waits for a replica that
+   * is publishing, then signs what its checkpoint does not cover.
+   */
+  publish(minIntervalMs = 0): Promise<StoredCheckpoint | undefined> {
     const previous = this.#publishing ?? Promise.resolve(undefined);
-    const next = previous.catch(() => undefined).then(() => this.#store.checkpoint(this.#signer));
+    const next = previous.catch(() => undefined).then(() => this.#store.checkpoint(this.#signer, minIntervalMs));
     this.#publishing = next;
     return next;
   }

@@ -44,7 +44,8 @@ try {
     { leaseMs: start.leaseMs, onWarning: (message) => post({ kind: "warning", message }) },
   );
   const answer = async (call: WorkerCall): Promise<unknown> => {
-    if (call.method === "checkpoint") return ledger.checkpoint(key.noteSigner(String(call.args[0])));
+    if (call.method === "checkpoint")
+      return ledger.checkpoint(key.noteSigner(String(call.args[0])), Number(call.args[1] ?? 0));
     if (call.method === "startLeases") {
       ledger.startLeases((error) => post({ kind: "lease_error", error: serializeError(error) }));
       return undefined;

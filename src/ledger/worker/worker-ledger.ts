@@ -146,8 +146,10 @@ export class WorkerLedger implements LedgerStore {
   }
 
   /** Signed in the writer thread, with its copy of the receipt key, under `signer`'s name (the log origin). */
-  async checkpoint(signer: NoteSigner): Promise<StoredCheckpoint> {
-    return rebuildCheckpoint((await this.#call("checkpoint", signer.name)) as StoredCheckpoint) as StoredCheckpoint;
+  async checkpoint(signer: NoteSigner, minIntervalMs = 0): Promise<StoredCheckpoint | undefined> {
+    return rebuildCheckpoint(
+      (await this.#call("checkpoint", signer.name, minIntervalMs)) as StoredCheckpoint | undefined,
+    );
   }
 
   async *logEntries(): AsyncGenerator<LogEntry> {
