@@ -10,6 +10,7 @@ import { clawshieldApprovalGate, demoApprovalGate } from "./approval/approval-ga
 import type { ServerConfig } from "./config/server-config.js";
 import { Rejection } from "./errors/reason.js";
 import { Executor } from "./execution/executor.js";
+import { PostgresLedgerStore } from "./ledger/postgres-store.js";
 import { SqliteLedgerStore } from "./ledger/sqlite-store.js";
 import type { LedgerStore } from "./ledger/store.js";
 import { WorkerLedger } from "./ledger/worker/worker-ledger.js";
@@ -73,6 +74,7 @@ export async function startServer(
     approvals: config.approval === undefined ? demoApprovalGate : clawshieldApprovalGate(config.approval),
     tenantId: config.tenantId,
     limits: config.limits,
+    inProgressWaitMs: config.inProgressWaitMs,
     logger,
   });
   const facts: ServiceFacts = {
@@ -215,7 +217,8 @@ function receiptKeyPath(config: ServerConfig): string {
 }
 
 /**
- * The ledger, served from its writer thread (the default): the SQLite
+ * PostgreSQL: the ledger shared with every other replica on the database.
+ * SQLite: the ledger, served from its writer thread (the default): the SQLite
  * connection, group commit, leaf indices and receipt signing live there, off
  * the event loop. OPENEXEC_LEDGER_THREAD=off keeps them on the main thread.
  */
@@ -238,6 +241,15 @@ function openStore(
         { onWarning },
       );
     case "postgres":
-      throw new Error("PostgreSQL is not supported by this build");
+      // Network I/O: the event loop never waits on it, so no writer thread is needed.
+      return PostgresLedgerStore.open(
+        { url: config.database.url, ...config.postgres, onWarning },
+        {
+          signer: { keyId: receiptKey.public.keyId, sign: receiptKey.sign },
+          logOrigin,
+          keyId: receiptKey.public.keyId,
+        },
+        config.leaseMs,
+      );
   }
 }

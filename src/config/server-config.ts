@@ -1,3 +1,4 @@
+import { readFileSync } from "node:fs";
 import { isValidActionName } from "../actions/action.js";
 import type { ApprovalPolicy } from "../approval/verify-approval.js";
 import { defaultRequestLimits, type RequestLimits } from "../execution/request-limits.js";
@@ -14,6 +15,14 @@ export interface ServerConfig {
   readonly host: string;
   readonly port: number;
   readonly database: DatabaseLocation;
+  /** How PostgreSQL is reached when `database` names it (OPENEXEC_PG_*). */
+  readonly postgres: PostgresSettings;
+  /**
+   * OPENEXEC_IN_PROGRESS_WAIT_MS: how long a duplicate of an execution that is
+   * still running (on another replica, or left pending) waits for its outcome
+   * before it is answered 409 in_progress.
+   */
+  readonly inProgressWaitMs: number;
   /** Requests execute under this tenant: CLAWSHIELD_TENANT_ID, or "demo" in demo mode without it. */
   readonly tenantId: string;
   /** Undefined when OPENEXEC_ALLOWED_ACTIONS is unset or empty: every registered action may run. */
@@ -34,7 +43,11 @@ export interface ServerConfig {
   readonly ledgerThread: boolean;
   /** OPENEXEC_LOG_ORIGIN: the transparency log's name; undefined: "openexec/<receipt key id>". */
   readonly logOrigin: string | undefined;
-  /** OPENEXEC_RECEIPT_KEY: the receipt signing key (PEM); undefined: kept beside the ledger. */
+  /**
+   * OPENEXEC_RECEIPT_KEY, or the file OPENEXEC_RECEIPT_KEY_FILE names: the
+   * receipt signing key (PEM); undefined: kept beside the SQLite ledger.
+   * Required with PostgreSQL, where every replica must sign with one key.
+   */
   readonly receiptKeyPem: string | undefined;
   /**
    * Host names (without port) requests may address; "any" accepts every Host.
@@ -45,6 +58,13 @@ export interface ServerConfig {
   readonly warnings: readonly string[];
   /** Clawshield mode: what approvals are verified against; undefined in demo mode. */
   readonly approval: ApprovalPolicy | undefined;
+}
+
+/** OPENEXEC_PG_*: the PostgreSQL connection pool. */
+export interface PostgresSettings {
+  readonly poolSize: number;
+  readonly statementTimeoutMs: number;
+  readonly connectTimeoutMs: number;
 }
 
 /** Command-line flags, which win over the environment. */
@@ -111,9 +131,11 @@ export function loadServerConfig(
     if (!(error instanceof DatabaseUrlError)) throw error;
     problems.push(error.message);
   }
-  if (database.kind === "postgres") {
-    problems.push("OPENEXEC_DB_URL names PostgreSQL, which this build does not support yet; use sqlite:///");
-  }
+  const postgres: PostgresSettings = {
+    poolSize: integer("OPENEXEC_PG_POOL_SIZE", 10, 1, 1000),
+    statementTimeoutMs: integer("OPENEXEC_PG_STATEMENT_TIMEOUT_MS", 5000, 100, 600_000),
+    connectTimeoutMs: integer("OPENEXEC_PG_CONNECT_TIMEOUT_MS", 5000, 100, 600_000),
+  };
 
   const tenantRaw = read("CLAWSHIELD_TENANT_ID");
   if (tenantRaw !== undefined && !tenantPattern.test(tenantRaw)) {
@@ -229,7 +251,13 @@ export function loadServerConfig(
         : isLoopback(host)
           ? loopbackHostNames
           : "any";
-  const receiptKeyPem = read("OPENEXEC_RECEIPT_KEY");
+  const receiptKeyPem = readReceiptKey(read, problems);
+  if (database.kind === "postgres" && receiptKeyPem === undefined && problems.length === 0) {
+    problems.push(
+      "with PostgreSQL every replica must sign with one receipt key: set OPENEXEC_RECEIPT_KEY (PEM) or OPENEXEC_RECEIPT_KEY_FILE (docs/DEPLOYMENT.md)",
+    );
+  }
+  const inProgressWaitMs = integer("OPENEXEC_IN_PROGRESS_WAIT_MS", limits.handlerTimeoutMs + 1000, 0, 3_600_000);
   const logOrigin = read("OPENEXEC_LOG_ORIGIN");
   if (logOrigin !== undefined && !/^[A-Za-z0-9._:/-]{1,128}$/.test(logOrigin)) {
     problems.push("OPENEXEC_LOG_ORIGIN must be 1-128 characters of A-Z a-z 0-9 . _ : / -");
@@ -244,6 +272,8 @@ export function loadServerConfig(
     host,
     port,
     database,
+    postgres,
+    inProgressWaitMs,
     tenantId,
     allowedActions,
     limits,
@@ -256,6 +286,25 @@ export function loadServerConfig(
     warnings,
     approval,
   };
+}
+
+/** OPENEXEC_RECEIPT_KEY, or the contents of OPENEXEC_RECEIPT_KEY_FILE; both set is a problem. */
+function readReceiptKey(read: (name: string) => string | undefined, problems: string[]): string | undefined {
+  const inline = read("OPENEXEC_RECEIPT_KEY");
+  const file = read("OPENEXEC_RECEIPT_KEY_FILE");
+  if (file === undefined) return inline;
+  if (inline !== undefined) {
+    problems.push("set OPENEXEC_RECEIPT_KEY or OPENEXEC_RECEIPT_KEY_FILE, not both");
+    return inline;
+  }
+  try {
+    return readFileSync(file, "utf8");
+  } catch (error) {
+    problems.push(
+      `OPENEXEC_RECEIPT_KEY_FILE: cannot read ${file}: ${(error as NodeJS.ErrnoException).code ?? "error"}`,
+    );
+    return undefined;
+  }
 }
 
 /** What a browser on this machine may call a loopback server. */

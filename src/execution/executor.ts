@@ -49,6 +49,12 @@ export interface ExecutorOptions {
   readonly tenantId: string;
   readonly limits: RequestLimits;
   readonly logger: Logger;
+  /**
+   * How long a duplicate of an execution still pending elsewhere (another
+   * replica) waits for its outcome; then 409 in_progress. Default: the
+   * handler timeout + 1 s.
+   */
+  readonly inProgressWaitMs?: number;
   /** The wall clock; injectable so tests can fix time. */
   readonly now?: () => Date;
 }
@@ -215,7 +221,7 @@ export class Executor {
       // Nothing outside the ledger happens when this handler runs: look for an
       // earlier execution, run, then reserve and record in one transaction.
       const existing = await guardStore(store.find(reservation.tenantId, reservation.nonce), this.#options.logger);
-      if (existing !== undefined) return this.#settleExisting(reservation, existing);
+      if (existing !== undefined) return this.#settleExisting(existing);
       const outcome = await this.#run(reservation, action, input);
       const recorded = await guardStore(store.reserveAndComplete(reservation, outcome), this.#options.logger);
       if (recorded.kind !== "recorded") return this.#settleTaken(reservation, recorded);
@@ -239,13 +245,16 @@ export class Executor {
         reservation.logicalTime,
       );
     }
-    return this.#settleExisting(reservation, taken.record);
+    return this.#settleExisting(taken.record);
   }
 
-  async #settleExisting(reservation: Reservation, record: ExecutionRecord): Promise<Settled> {
+  async #settleExisting(record: ExecutionRecord): Promise<Settled> {
     const finished =
       record.status === "pending"
-        ? await this.#awaitFinish(reservation, this.#options.limits.handlerTimeoutMs + 1000)
+        ? await this.#awaitFinish(
+            record,
+            this.#options.inProgressWaitMs ?? this.#options.limits.handlerTimeoutMs + 1000,
+          )
         : record;
     // A replay serves the stored result only if it is still the one the receipt signs (fail closed).
     if (finished.status === "executed" && !storedResultMatchesReceipt(finished)) {
@@ -291,19 +300,24 @@ export class Executor {
   }
 
   /**
-   * Another process holds the reservation (never the case for SQLite, where
-   * one process owns the file): poll until it finishes, within a bound.
+   * Another process holds the reservation (a replica on the same PostgreSQL;
+   * never the case for SQLite, where one process owns the file): wait for its
+   * outcome, within a bound. The store wakes the wait when the execution
+   * finishes (PostgreSQL: NOTIFY on commit); the row is re-read at least every
+   * 200 ms either way, so a lost notification only costs latency.
    */
-  async #awaitFinish(reservation: Reservation, boundMs: number): Promise<ExecutionRecord> {
-    const { store } = this.#options;
+  async #awaitFinish(pending: ExecutionRecord, boundMs: number): Promise<ExecutionRecord> {
+    const { store, logger } = this.#options;
     const deadline = Date.now() + boundMs;
     let delay = 10;
-    for (;;) {
-      const record = await guardStore(store.find(reservation.tenantId, reservation.nonce), this.#options.logger);
-      if (record === undefined) throw new Rejection("store_unavailable", "the reservation disappeared");
-      if (record.status !== "pending" || Date.now() >= deadline) return record;
-      await new Promise((resolve) => setTimeout(resolve, delay));
+    for (let record = pending; ; ) {
+      const left = deadline - Date.now();
+      if (record.status !== "pending" || left <= 0) return record;
+      await store.waitForFinish(record.executionId, Math.min(delay, left));
       delay = Math.min(delay * 2, 200);
+      const found = await guardStore(store.find(record.tenantId, record.nonce), logger);
+      if (found === undefined) throw new Rejection("store_unavailable", "the reservation disappeared");
+      record = found;
     }
   }
 }

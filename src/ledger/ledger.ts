@@ -232,6 +232,12 @@ export class Ledger implements LedgerStore {
     return this.#storage.check();
   }
 
+  waitForFinish(executionId: string, timeoutMs: number): Promise<void> {
+    return (
+      this.#storage.waitForFinish?.(executionId, timeoutMs) ?? new Promise((resolve) => setTimeout(resolve, timeoutMs))
+    );
+  }
+
   /** Commits what is queued, stops renewing leases, closes the storage. */
   async close(): Promise<void> {
     clearInterval(this.#leaseTimer);

@@ -183,6 +183,11 @@ export interface LedgerStorage extends LedgerReader, LedgerScanner {
   readonly schemaVersion: number;
   /** Runs `work` in one transaction; commits when it resolves, rolls back when it throws. */
   transaction<T>(work: (tx: LedgerTransaction) => Promise<T>): Promise<T>;
+  /**
+   * Where other processes write too (PostgreSQL): resolves when `executionId`
+   * is finished by any of them, or after `timeoutMs`. Absent: the ledger polls.
+   */
+  waitForFinish?(executionId: string, timeoutMs: number): Promise<void>;
   /** Throws StoreUnavailableError when the storage cannot serve (readiness). */
   check(): Promise<void>;
   close(): Promise<void>;

@@ -62,6 +62,11 @@ export interface LedgerStore {
   checkpoints(): AsyncIterable<StoredCheckpoint>;
   /** Throws when the store cannot serve requests (readiness). */
   check(): Promise<void>;
+  /**
+   * Resolves when this execution may have finished (on any replica), or after
+   * `timeoutMs`: a hint to read it again, never an answer by itself.
+   */
+  waitForFinish(executionId: string, timeoutMs: number): Promise<void>;
   /** Renews this process's leases while their handlers run; `onError` hears about failed renewals. */
   startLeases(onError: (error: unknown) => void): void;
   close(): Promise<void>;

@@ -52,7 +52,9 @@ export async function freshSchema(baseUrl = sharedPostgresUrl): Promise<Postgres
   return {
     name,
     url: withSearchPath(baseUrl, name),
-    drop: () => adminQuery(baseUrl, `DROP SCHEMA IF EXISTS ${name} CASCADE`),
+    drop: async () => {
+      await adminQuery(baseUrl, `DROP SCHEMA IF EXISTS ${name} CASCADE`);
+    },
   };
 }
 

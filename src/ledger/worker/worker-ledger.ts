@@ -172,6 +172,11 @@ export class WorkerLedger implements LedgerStore {
     yield* (await this.#call("unloggedEntries")) as UnloggedEntry[];
   }
 
+  /** One process owns a SQLite ledger: nobody else finishes its executions, so this only waits. */
+  waitForFinish(_executionId: string, timeoutMs: number): Promise<void> {
+    return new Promise((resolve) => setTimeout(resolve, timeoutMs));
+  }
+
   async check(): Promise<void> {
     await this.#call("check");
   }
