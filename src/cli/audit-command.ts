@@ -27,7 +27,7 @@ export async function auditCommand(args: string[]): Promise<number> {
     process.stdout.write(auditHelp);
     return 0;
   }
-  const { store, path } = openLedgerReadOnly(values.db);
+  const { store, path } = await openLedgerReadOnly(values.db);
   try {
     const { key } = receiptPublicKey(values.key, path);
     const report = await auditLedger(store, key);

@@ -32,7 +32,7 @@ export async function exportCommand(args: string[]): Promise<number> {
     process.stdout.write(exportHelp);
     return 0;
   }
-  const { store, path } = openLedgerReadOnly(values.db);
+  const { store, path } = await openLedgerReadOnly(values.db);
   const out = values.out === undefined ? process.stdout : createWriteStream(values.out, { flags: "wx" });
   const write = (line: unknown) =>
     new Promise<void>((resolve, reject) => out.write(`${JSON.stringify(line)}\n`, (e) => (e ? reject(e) : resolve())));

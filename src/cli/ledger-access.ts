@@ -1,8 +1,9 @@
 import { createPublicKey } from "node:crypto";
 import { existsSync, readFileSync } from "node:fs";
 import { defaultDatabaseUrl } from "../config/server-config.js";
-import { parseDatabaseUrl } from "../ledger/database-url.js";
+import { parseDatabaseUrl, redactUrl } from "../ledger/database-url.js";
 import type { Ledger } from "../ledger/ledger.js";
+import { PostgresLedgerStore } from "../ledger/postgres-store.js";
 import { LedgerInUseError, SqliteLedgerStore } from "../ledger/sqlite-store.js";
 import { parsePublicKeyPem, type VerificationKey } from "../signing/ed25519-keys.js";
 
@@ -13,12 +14,28 @@ export class UsageError extends Error {
 
 /**
  * The ledger named by --db, else OPENEXEC_DB_URL, else the default; opened
- * read-only. A running server holds its ledger exclusively: that is refused at
- * once (exit 2), not waited for.
+ * read-only. A running server holds a SQLite ledger exclusively: that is
+ * refused at once (exit 2), not waited for. A PostgreSQL ledger is read while
+ * its replicas keep serving. `path` is the SQLite file (where its receipt key
+ * is kept), undefined for PostgreSQL.
  */
-export function openLedgerReadOnly(dbUrl: string | undefined): { store: Ledger; path: string } {
+export async function openLedgerReadOnly(
+  dbUrl: string | undefined,
+): Promise<{ store: Ledger; path: string | undefined }> {
   const location = parseDatabaseUrl(dbUrl ?? process.env.OPENEXEC_DB_URL ?? defaultDatabaseUrl);
-  if (location.kind !== "sqlite") throw new UsageError("only sqlite:/// ledgers can be opened by this command");
+  if (location.kind === "postgres") {
+    try {
+      const store = await PostgresLedgerStore.openReadOnly({
+        url: location.url,
+        poolSize: 2,
+        statementTimeoutMs: 600_000,
+        connectTimeoutMs: 10_000,
+      });
+      return { store, path: undefined };
+    } catch (error) {
+      throw new UsageError(`cannot open the ledger at ${redactUrl(location.url)}: ${(error as Error).message}`);
+    }
+  }
   if (!existsSync(location.path)) throw new UsageError(`no ledger at ${location.path}`);
   try {
     return { store: SqliteLedgerStore.openReadOnly(location.path), path: location.path };
@@ -38,13 +55,16 @@ export function openLedgerReadOnly(dbUrl: string | undefined): { store: Ledger; 
  */
 export function receiptPublicKey(
   keyFile: string | undefined,
-  ledgerPath: string,
+  ledgerPath: string | undefined,
 ): { key: VerificationKey; pem: string } {
   let pem: string;
   if (keyFile !== undefined) {
     pem = readFileSync(keyFile, "utf8");
   } else {
-    const source = process.env.OPENEXEC_RECEIPT_KEY ?? readIfExists(`${ledgerPath}.receipt-key.pem`);
+    const source =
+      process.env.OPENEXEC_RECEIPT_KEY ??
+      readIfExists(process.env.OPENEXEC_RECEIPT_KEY_FILE) ??
+      readIfExists(ledgerPath === undefined ? undefined : `${ledgerPath}.receipt-key.pem`);
     if (source === undefined) throw new UsageError("no receipt key: pass --key with the executor's public key");
     pem = createPublicKey(source.includes("\\n") ? source.replaceAll("\\n", "\n") : source)
       .export({ format: "pem", type: "spki" })
@@ -53,6 +73,6 @@ export function receiptPublicKey(
   return { key: parsePublicKeyPem(pem), pem };
 }
 
-function readIfExists(path: string): string | undefined {
-  return existsSync(path) ? readFileSync(path, "utf8") : undefined;
+function readIfExists(path: string | undefined): string | undefined {
+  return path !== undefined && existsSync(path) ? readFileSync(path, "utf8") : undefined;
 }

@@ -51,8 +51,10 @@ export const rejectionCodes = {
   // The nonce is spent (409).
   nonce_reused: Code.AlreadyExists,
   interrupted: Code.AlreadyExists,
+  // The nonce's execution is still running (on another replica) after the bounded wait:
+  // a conflict with a request in progress (409, as for an idempotency key in use), retry later.
+  in_progress: Code.Aborted,
   // Try again later (503).
-  in_progress: Code.Unavailable,
   store_unavailable: Code.Unavailable,
   draining: Code.Unavailable,
   // No checkpoint covers the receipt yet (checkpoints are signed every second): retry (503).

@@ -166,9 +166,17 @@ export class PostgresStorage implements LedgerStorage {
   #listener: pg.Client | undefined;
   #listening: Promise<void> | undefined;
   #closed = false;
+  /** Read-only (audit, export): one connection in one REPEATABLE READ transaction, so every read sees one snapshot. */
+  readonly #snapshot: pg.PoolClient | undefined;
 
-  constructor(pool: pg.Pool, schemaVersion: number, options: PostgresConnectionOptions) {
+  constructor(
+    pool: pg.Pool,
+    schemaVersion: number,
+    options: PostgresConnectionOptions,
+    snapshot: pg.PoolClient | undefined = undefined,
+  ) {
     this.#pool = pool;
+    this.#snapshot = snapshot;
     this.schemaVersion = schemaVersion;
     this.#options = options;
     this.#finished.setMaxListeners(0);
@@ -463,6 +471,10 @@ export class PostgresStorage implements LedgerStorage {
     const listener = this.#listener;
     this.#listener = undefined;
     await listener?.end().catch(() => undefined);
+    if (this.#snapshot !== undefined) {
+      await this.#snapshot.query("ROLLBACK").catch(() => undefined);
+      this.#snapshot.release();
+    }
     await this.#pool.end();
   }
 
@@ -479,7 +491,7 @@ export class PostgresStorage implements LedgerStorage {
   async #read<T>(read: (db: Queryable) => Promise<T>): Promise<T> {
     if (this.#closed) throw new StoreUnavailableError("the ledger is closed");
     try {
-      return await read(this.#pool);
+      return await read(this.#snapshot ?? this.#pool);
     } catch (error) {
       throw asStoreError(error, "ledger read failed");
     }
@@ -631,7 +643,12 @@ export async function openPostgresStorage(
   }
 }
 
-/** Opens an existing ledger to read (audit, export): no migrations, and only this build's schema. */
+/**
+ * Opens an existing ledger to read (audit, export) while replicas keep
+ * writing: no migrations, only this build's schema, and every read in one
+ * REPEATABLE READ READ ONLY transaction, so rows, leaves, tiles and
+ * checkpoints are seen as of one moment.
+ */
 export async function openPostgresStorageReadOnly(options: PostgresConnectionOptions): Promise<PostgresStorage> {
   const pool = poolOf(options);
   try {
@@ -641,7 +658,16 @@ export async function openPostgresStorageReadOnly(options: PostgresConnectionOpt
         `the ledger has schema version ${version}; this build reads version ${latestPostgresSchemaVersion}`,
       );
     }
-    return new PostgresStorage(pool, version, options);
+    const snapshot = await pool.connect();
+    // Checked out for the whole run: a lost connection fails the next read, never the process.
+    snapshot.on("error", () => undefined);
+    try {
+      await snapshot.query("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY");
+    } catch (error) {
+      snapshot.release(error as Error);
+      throw error;
+    }
+    return new PostgresStorage(pool, version, options, snapshot);
   } catch (error) {
     await pool.end().catch(() => undefined);
     throw error;
