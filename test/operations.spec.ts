@@ -1,5 +1,7 @@
 import assert from "node:assert/strict";
+import { writeFileSync } from "node:fs";
 import http from "node:http";
+import { join } from "node:path";
 import { describe, it } from "node:test";
 import type { Action } from "../src/actions/action.js";
 import { builtinActions } from "../src/actions/builtin.js";
@@ -59,6 +61,59 @@ describe("configuration", () => {
         return true;
       },
     );
+  });
+
+  it("PostgreSQL needs one receipt key for every replica: OPENEXEC_RECEIPT_KEY or its _FILE form", () => {
+    const url = "postgres://openexec:s3cret-pw@db.internal:5432/openexec?sslmode=verify-full";
+    assert.throws(
+      () => loadServerConfig({ OPENEXEC_DB_URL: url }, {}, names),
+      (error: unknown) => {
+        assert.ok(error instanceof ConfigError);
+        assert.deepEqual(error.problems.length, 1);
+        assert.match(error.message, /OPENEXEC_RECEIPT_KEY/);
+        assert.doesNotMatch(error.message, /s3cret-pw/);
+        return true;
+      },
+    );
+    const dir = scratchDir();
+    try {
+      const keyFile = join(dir.path, "receipt-key.pem");
+      writeFileSync(keyFile, "PEM", { mode: 0o600 });
+      const config = loadServerConfig(
+        {
+          OPENEXEC_DB_URL: url,
+          OPENEXEC_RECEIPT_KEY_FILE: keyFile,
+          OPENEXEC_PG_POOL_SIZE: "4",
+          OPENEXEC_PG_STATEMENT_TIMEOUT_MS: "2000",
+          OPENEXEC_PG_CONNECT_TIMEOUT_MS: "1500",
+          OPENEXEC_IN_PROGRESS_WAIT_MS: "250",
+        },
+        {},
+        names,
+      );
+      assert.deepEqual(config.database, { kind: "postgres", url });
+      assert.equal(config.receiptKeyPem, "PEM");
+      assert.deepEqual(config.postgres, { poolSize: 4, statementTimeoutMs: 2000, connectTimeoutMs: 1500 });
+      assert.equal(config.inProgressWaitMs, 250);
+      // Defaults: the in-progress wait follows the handler timeout.
+      const defaults = loadServerConfig({ OPENEXEC_HANDLER_TIMEOUT_MS: "700" }, {}, names);
+      assert.deepEqual(defaults.postgres, { poolSize: 10, statementTimeoutMs: 5000, connectTimeoutMs: 5000 });
+      assert.equal(defaults.inProgressWaitMs, 1700);
+      assert.throws(
+        () => loadServerConfig({ OPENEXEC_RECEIPT_KEY: "PEM", OPENEXEC_RECEIPT_KEY_FILE: keyFile }, {}, names),
+        /OPENEXEC_RECEIPT_KEY or OPENEXEC_RECEIPT_KEY_FILE, not both/,
+      );
+      assert.throws(
+        () => loadServerConfig({ OPENEXEC_RECEIPT_KEY_FILE: join(dir.path, "missing.pem") }, {}, names),
+        /OPENEXEC_RECEIPT_KEY_FILE: cannot read .*missing\.pem: ENOENT/,
+      );
+      assert.throws(
+        () => loadServerConfig({ OPENEXEC_PG_POOL_SIZE: "0", OPENEXEC_PG_CONNECT_TIMEOUT_MS: "x" }, {}, names),
+        (error: unknown) => error instanceof ConfigError && error.problems.length === 2,
+      );
+    } finally {
+      dir.cleanup();
+    }
   });
 
   it("an empty OPENEXEC_ALLOWED_ACTIONS means unrestricted, as in the original", () => {
