@@ -47,6 +47,7 @@ import Database from "better-sqlite3";
 import { ExecuteRequestSchema, ExecutionService } from "../gen/openexec/v1/execution_pb.js";
 import { ExecutionStatus } from "../gen/openexec/v1/receipt_pb.js";
 import { agentSockets, grpcUnary, type PhaseOptions, percentile, postJson, runPhase, type Send } from "./load.js";
+import { type Deployment, PostgresBench } from "./postgres-bench.js";
 import {
   installCleanupHandlers,
   machineCpuMs,
@@ -64,10 +65,17 @@ const requestTimeoutMs = 10_000;
 interface Scenario {
   readonly name: string;
   readonly description: string;
-  /** Starts the server under test on a database in `dir`. */
-  readonly start: (dir: string) => Promise<{ server: ServerChild; dbPath: string }>;
-  /** Builds the client; `close` releases its connections. `connections` reports how many it opened. */
-  readonly client: (url: string) => { send: Send; connections: () => number | undefined; close: () => void };
+  /** Starts the server(s) under test on a database in `dir`. */
+  readonly start: (dir: string) => Promise<Deployment>;
+  /**
+   * Builds the client over the servers' URLs (round-robin where there are several); `close`
+   * releases its connections. `connections` reports how many it opened.
+   */
+  readonly client: (urls: readonly string[]) => {
+    send: Send;
+    connections: () => number | undefined;
+    close: () => void;
+  };
 }
 
 interface ScenarioResult {
@@ -99,6 +107,9 @@ interface ScenarioResult {
   readonly generatorCpuMsPerRequest: number;
   /** Cores the server child kept busy on average (1.0 = one core). */
   readonly serverCores: number;
+  /** PostgreSQL scenarios: the database's CPU per request (ms) and cores (all postgres processes). */
+  readonly databaseCpuMsPerRequest: number | undefined;
+  readonly databaseCores: number | undefined;
   /**
    * Noise: cores used by everything but this server and the load generator (other processes, kernel
    * threads such as the file system journal), and cores the hypervisor stole, on average over the
@@ -127,25 +138,32 @@ function loopbackUrl(base: string, path = ""): URL {
 const echoBody = (nonce: string) => JSON.stringify({ action: "echo", payload: { msg: "hello" }, nonce });
 const nonceFor = (scenario: string, seq: number) => `bench.${scenario}.${process.pid}.${seq}`;
 
-async function startOpenExec(dir: string): Promise<{ server: ServerChild; dbPath: string }> {
+async function startOpenExec(dir: string): Promise<Deployment> {
   const dbPath = join(dir, "bench.db");
+  const server = await spawnOpenExec({ OPENEXEC_DB_URL: `sqlite:///${dbPath}` });
+  return sqliteDeployment(server, dbPath);
+}
+
+/** `openexec serve` from the measured checkout, on a free loopback port, with `env`. */
+export async function spawnOpenExec(env: Record<string, string>): Promise<ServerChild> {
   const serverRoot = process.env.BENCH_SERVER_ROOT || packageRoot;
   const profDir = process.env.BENCH_CPU_PROF_DIR;
   const profile = profDir === undefined || profDir === "" ? [] : ["--cpu-prof", `--cpu-prof-dir=${profDir}`];
   const entry = join(serverRoot, "src/cli/main.ts");
-  const server = await spawnServer(
-    [...profile, "--import", "tsx", entry, "serve", "--host", "127.0.0.1", "--port", "0"],
-    {
-      cwd: serverRoot,
-      env: {
-        PATH: process.env.PATH ?? "",
-        OPENEXEC_DB_URL: `sqlite:///${dbPath}`,
-        OPENEXEC_LOG_LEVEL: "warn",
-        ...extraServerEnv(),
-      },
-    },
-  );
-  return { server, dbPath };
+  return spawnServer([...profile, "--import", "tsx", entry, "serve", "--host", "127.0.0.1", "--port", "0"], {
+    cwd: serverRoot,
+    env: { PATH: process.env.PATH ?? "", OPENEXEC_LOG_LEVEL: "warn", ...env, ...extraServerEnv() },
+  });
+}
+
+/** One server on its own SQLite file; its rows are counted from the file once it stopped. */
+function sqliteDeployment(server: ServerChild, dbPath: string): Deployment {
+  return {
+    servers: [server],
+    rows: async () => countRows(dbPath),
+    databaseCpuMs: () => undefined,
+    close: async () => {},
+  };
 }
 
 /** BENCH_SERVER_ENV="NAME=value,NAME=value": settings for every OpenExec server of the run. */
@@ -159,13 +177,13 @@ function extraServerEnv(): Record<string, string> {
   );
 }
 
-async function startBaseline(dir: string): Promise<{ server: ServerChild; dbPath: string }> {
+async function startBaseline(dir: string): Promise<Deployment> {
   const dbPath = join(dir, "baseline.db");
   const server = await spawnServer(["--import", "tsx", join(packageRoot, "bench/baseline-server.ts"), dbPath], {
     cwd: packageRoot,
     env: { PATH: process.env.PATH ?? "" },
   });
-  return { server, dbPath };
+  return sqliteDeployment(server, dbPath);
 }
 
 /**
@@ -179,17 +197,30 @@ function rawJsonClient(
   concurrency: number,
   check: (answer: unknown) => void,
 ) {
-  return (base: string) => {
-    const url = loopbackUrl(base, path);
+  return (bases: readonly string[]) => {
+    const urls = bases.map((base) => loopbackUrl(base, path));
     const agent = new Agent({ keepAlive: true, maxSockets: concurrency * 2 });
     const send: Send = async (seq) => {
+      const url = urls[seq % urls.length] as URL;
       check(await postJson(agent, url, echoBody(nonceFor(name, seq)), headers, requestTimeoutMs));
     };
     return { send, connections: () => agentSockets(agent), close: () => agent.destroy() };
   };
 }
 
-function scenarios(concurrency: number): Scenario[] {
+function scenarios(concurrency: number, postgres: PostgresBench | undefined): Scenario[] {
+  const restCheck = (answer: unknown) => {
+    if ((answer as { status?: unknown }).status !== "executed") throw new Error("answer not executed");
+  };
+  const onPostgres: Scenario[] =
+    postgres === undefined
+      ? []
+      : [1, 2].map((replicas) => ({
+          name: `pg-rest-${replicas}`,
+          description: `OpenExec REST /execute, ${replicas} replica${replicas > 1 ? "s" : ""} on one PostgreSQL (${postgres.version}), raw HTTP/1.1 JSON${replicas > 1 ? ", round-robin" : ""}`,
+          start: () => postgres.deploy(replicas, spawnOpenExec),
+          client: rawJsonClient(`pg-rest-${replicas}`, "/execute", {}, concurrency, restCheck),
+        }));
   return [
     {
       name: "baseline",
@@ -203,7 +234,7 @@ function scenarios(concurrency: number): Scenario[] {
       name: "connect-json",
       description: "OpenExec Execute, Connect JSON over HTTP/1.1, generated client (connect-node)",
       start: startOpenExec,
-      client: (base) => {
+      client: ([base = ""]) => {
         loopbackUrl(base);
         const agent = new Agent({ keepAlive: true, maxSockets: concurrency * 2 });
         const client = createClient(
@@ -226,7 +257,7 @@ function scenarios(concurrency: number): Scenario[] {
       name: "grpc",
       description: "OpenExec Execute, gRPC over h2c (one HTTP/2 session), generated client (connect-node)",
       start: startOpenExec,
-      client: (base) => {
+      client: ([base = ""]) => {
         const { port } = loopbackUrl(base);
         // TCP_NODELAY, as gRPC clients set it (grpc-go, grpc-core): Node's http2.connect does not, and Nagle
         // would hold back a request's DATA frame behind its HEADERS frame until the server's delayed ACK.
@@ -267,7 +298,7 @@ function scenarios(concurrency: number): Scenario[] {
       name: "grpc-raw",
       description: "OpenExec Execute, gRPC over h2c (one HTTP/2 session), lean node:http2 client",
       start: startOpenExec,
-      client: (base) => {
+      client: ([base = ""]) => {
         const { port } = loopbackUrl(base);
         const session = http2Connect(base, {
           createConnection: () => connect({ host: "127.0.0.1", port: Number(port), noDelay: true }),
@@ -285,6 +316,7 @@ function scenarios(concurrency: number): Scenario[] {
         return { send, connections: () => undefined, close: () => session.destroy() };
       },
     },
+    ...onPostgres,
   ];
 }
 
@@ -324,16 +356,26 @@ class Running {
   warmupRequests = 0;
   /** Most HTTP/1.1 connections the client held at the end of a slice; undefined for HTTP/2. */
   connections: number | undefined;
-  readonly cpu = { server: 0, generator: 0, machineBusy: 0, steal: 0 };
+  readonly cpu = { server: 0, generator: 0, machineBusy: 0, steal: 0, database: 0 };
   readonly client: ReturnType<Scenario["client"]>;
   #stopped = false;
 
   constructor(
     readonly scenario: Scenario,
-    readonly server: ServerChild,
-    readonly dbPath: string,
+    readonly deployment: Deployment,
   ) {
-    this.client = scenario.client(server.url);
+    this.client = scenario.client(deployment.servers.map((server) => server.url));
+  }
+
+  /** CPU time (ms) of every server of the scenario so far; undefined when one cannot be read. */
+  #serverCpuMs(): number | undefined {
+    let total = 0;
+    for (const server of this.deployment.servers) {
+      const ms = processCpuMs(server.child.pid);
+      if (ms === undefined) return undefined;
+      total += ms;
+    }
+    return total;
   }
 
   nextSeq = (): number => this.seq++;
@@ -346,11 +388,15 @@ class Running {
 
   /** One measured slice, with the CPU time it cost. */
   async slice(load: PhaseOptions): Promise<void> {
-    const serverStart = processCpuMs(this.server.child.pid);
+    const serverStart = this.#serverCpuMs();
+    const databaseStart = this.deployment.databaseCpuMs();
     const generatorStart = process.cpuUsage();
     const machineStart = machineCpuMs();
     const phase = await runPhase(this.client.send, load, this.nextSeq);
-    const serverEnd = processCpuMs(this.server.child.pid);
+    const serverEnd = this.#serverCpuMs();
+    const databaseEnd = this.deployment.databaseCpuMs();
+    this.cpu.database +=
+      databaseStart !== undefined && databaseEnd !== undefined ? databaseEnd - databaseStart : Number.NaN;
     const generator = process.cpuUsage(generatorStart);
     const machineEnd = machineCpuMs();
     this.cpu.server += serverStart !== undefined && serverEnd !== undefined ? serverEnd - serverStart : Number.NaN;
@@ -373,8 +419,10 @@ class Running {
     if (this.#stopped) return;
     this.#stopped = true;
     this.client.close();
-    const code = await this.server.stop();
-    if (code !== 0) log(`bench: ${this.scenario.name} server exited with ${code}:\n${this.server.stderr()}`);
+    for (const server of this.deployment.servers) {
+      const code = await server.stop();
+      if (code !== 0) log(`bench: ${this.scenario.name} server exited with ${code}:\n${server.stderr()}`);
+    }
   }
 
   result(baseline: Running | undefined): ScenarioResult {
@@ -386,7 +434,8 @@ class Running {
       .map((rate, i) => rate / (baseline?.sliceRates[i] ?? Number.NaN))
       .filter((ratio) => Number.isFinite(ratio))
       .sort((a, b) => a - b);
-    const { server, generator, machineBusy, steal } = this.cpu;
+    const { server, generator, machineBusy, steal, database } = this.cpu;
+    const measuresDatabase = this.deployment.databaseCpuMs() !== undefined;
     return {
       scenario: this.scenario.name,
       description: this.scenario.description,
@@ -407,7 +456,10 @@ class Running {
       serverCpuMsPerRequest: server / requests,
       generatorCpuMsPerRequest: generator / requests,
       serverCores: server / 1000 / this.seconds,
-      otherCores: Math.max(0, machineBusy - steal - server - generator) / 1000 / this.seconds,
+      databaseCpuMsPerRequest: measuresDatabase ? database / requests : undefined,
+      databaseCores: measuresDatabase ? database / 1000 / this.seconds : undefined,
+      otherCores:
+        Math.max(0, machineBusy - steal - server - generator - (measuresDatabase ? database : 0)) / 1000 / this.seconds,
       stealCores: steal / 1000 / this.seconds,
     };
   }
@@ -424,6 +476,7 @@ function formatTable(results: readonly ScenarioResult[]): string {
     "vs baseline",
     "per-slice p25-p75",
     "server CPU ms/req",
+    "db CPU ms/req",
     "loadgen CPU ms/req",
     "other+steal cores",
     "conns",
@@ -438,6 +491,7 @@ function formatTable(results: readonly ScenarioResult[]): string {
     `${r.ratioToBaseline.toFixed(2)}x`,
     `${r.sliceRatioP25.toFixed(2)}-${r.sliceRatioP75.toFixed(2)}`,
     r.serverCpuMsPerRequest.toFixed(2),
+    r.databaseCpuMsPerRequest === undefined ? "-" : r.databaseCpuMsPerRequest.toFixed(2),
     r.generatorCpuMsPerRequest.toFixed(2),
     (r.otherCores + r.stealCores).toFixed(2),
     r.connections === undefined ? "h2" : String(r.connections),
@@ -474,7 +528,8 @@ async function main(argv: readonly string[]): Promise<number> {
     .split(",")
     .map((s) => s.trim())
     .filter((s) => s !== "");
-  const all = scenarios(concurrency);
+  const postgres = await PostgresBench.connect((message) => process.stderr.write(`${message}\n`));
+  const all = scenarios(concurrency, postgres);
   const unknownScenarios = only.filter((name) => !all.some((s) => s.name === name));
   if (unknownScenarios.length > 0) {
     throw new Error(
@@ -501,10 +556,12 @@ async function main(argv: readonly string[]): Promise<number> {
     for (const scenario of selected) {
       const dir = join(root, scenario.name);
       mkdirSync(dir);
-      const { server, dbPath } = await scenario.start(dir);
-      // The pid, to attach strace or perf to while it runs.
-      log(`bench: ${scenario.name} server pid ${server.child.pid} at ${server.url}`);
-      running.push(new Running(scenario, server, dbPath));
+      const deployment = await scenario.start(dir);
+      // The pids, to attach strace or perf to while it runs.
+      for (const server of deployment.servers) {
+        log(`bench: ${scenario.name} server pid ${server.child.pid} at ${server.url}`);
+      }
+      running.push(new Running(scenario, deployment));
     }
     if (warmupMs > 0) for (const r of running) await r.warmUp(phase(warmupMs));
     for (let round = 0; round < rounds; round++) {
@@ -521,7 +578,7 @@ async function main(argv: readonly string[]): Promise<number> {
       await r.stop(log);
       const result = results[i];
       if (result === undefined) continue;
-      const rows = countRows(r.dbPath);
+      const rows = await r.deployment.rows();
       results[i] = { ...result, rows };
       const answered = result.requests + result.warmupRequests;
       if ((rows.executed ?? 0) < answered) {
@@ -529,7 +586,10 @@ async function main(argv: readonly string[]): Promise<number> {
       }
     }
   } finally {
-    for (const r of running) await r.stop(log);
+    for (const r of running) {
+      await r.stop(log);
+      await r.deployment.close().catch((error: unknown) => log(`bench: ${r.scenario.name}: cleanup failed: ${error}`));
+    }
     removeScratchDir(root);
   }
   for (const r of results) {
