@@ -3,7 +3,7 @@ import { createHash, generateKeyPairSync } from "node:crypto";
 import { after, before, describe, it } from "node:test";
 import { fromBinary } from "@bufbuild/protobuf";
 import { ExecutionStatus, ReceiptSchema } from "../gen/openexec/v1/receipt_pb.js";
-import type { ExecutionRow, LedgerStorage } from "../src/ledger/ports.js";
+import type { ExecutionRow, LedgerStorage, LedgerTransaction } from "../src/ledger/ports.js";
 import {
   type LedgerCompletion,
   LedgerRecorder,
@@ -88,6 +88,8 @@ export function ledgerContract(
       assert.ok(result?.ok, `write failed: ${result?.ok === false ? String(result.error) : "no result"}`);
       return result.outcome;
     };
+    const counterIn = async (tx: LedgerTransaction, key: string) =>
+      (await tx.readCounters([{ tenantId: "acme", key }]))[0]?.value;
     const receiptOf = (row: ExecutionRow) => fromBinary(ReceiptSchema, row.receipt?.body ?? new Uint8Array());
 
     describe("reserve, replay, conflict", () => {
@@ -206,6 +208,91 @@ export function ledgerContract(
       });
     });
 
+    describe("one batch: each write sees the ones before it", () => {
+      const ok = (result: WriteResult | undefined): WriteOutcome => {
+        assert.ok(result?.ok, `write failed: ${result?.ok === false ? String(result.error) : "no result"}`);
+        return result.outcome;
+      };
+
+      it("a nonce twice in one batch: the first records, the second finds the first's row", async () => {
+        const first = reservation("b-dup");
+        const [a, b] = await commit(
+          { kind: "record", reservation: first, completion: executed({ n: 1 }) },
+          { kind: "record", reservation: reservation("b-dup"), completion: executed({ n: 2 }) },
+        );
+        const recorded = ok(a);
+        const found = ok(b);
+        assert.ok(recorded.kind === "recorded" && found.kind === "existing");
+        assert.equal(found.row.executionId, first.executionId);
+        assert.equal(found.row.resultJson, '{"n":1}');
+        assert.equal((await storage.findExecution("acme", "b-dup"))?.executionId, first.executionId);
+      });
+
+      it("an approval id twice in one batch: the second is approval_used and writes nothing", async () => {
+        const approval = { approvalId: "b-appr", digest: digest("b-appr") };
+        const [a, b] = await commit(
+          { kind: "record", reservation: reservation("b-a1", { approval }), completion: executed({}) },
+          { kind: "record", reservation: reservation("b-a2", { approval }), completion: executed({}) },
+        );
+        assert.equal(ok(a).kind, "recorded");
+        assert.deepEqual(ok(b), { kind: "approval_used" });
+        assert.equal(await storage.findExecution("acme", "b-a2"), undefined);
+      });
+
+      it("counter effects in one batch add up in order, and the stored total is the last", async () => {
+        const add = (nonce: string, delta: number): LedgerWrite => ({
+          kind: "record",
+          reservation: reservation(nonce, { action: "counter.add" }),
+          completion: { kind: "executed", effect: { kind: "counter_add", key: "batch", delta } },
+        });
+        const results = (await commit(add("b-c1", 2), add("b-c2", 3), add("b-c3", 4))).map(ok);
+        assert.deepEqual(
+          results.map((r) => (r.kind === "recorded" ? r.row.resultJson : r.kind)),
+          ['{"key":"batch","value":2}', '{"key":"batch","value":5}', '{"key":"batch","value":9}'],
+        );
+        assert.equal(await storage.transaction((tx) => counterIn(tx, "batch")), 9);
+      });
+
+      it("a reservation and its completion decided in one batch finish the row", async () => {
+        const r = reservation("b-rc");
+        const [reserved, completed] = await commit(
+          { kind: "reserve", reservation: r, leaseOwner: "p", leaseUntilMs: 1 },
+          { kind: "complete", executionId: r.executionId, completion: executed({ done: true }) },
+        );
+        assert.deepEqual(ok(reserved), { kind: "reserved" });
+        assert.equal(ok(completed).kind, "recorded");
+        const row = await storage.findExecutionById(r.executionId);
+        assert.equal(row?.status, "executed");
+        assert.equal(row?.leaseOwner, undefined);
+      });
+
+      it("a write whose row cannot land fails alone; its neighbours commit with gap-free indices", async () => {
+        const taken = reservation("b-taken");
+        assert.equal(
+          ok((await commit({ kind: "record", reservation: taken, completion: executed({}) }))[0]).kind,
+          "recorded",
+        );
+        const sizeBefore = await storage.logSize();
+        // Another key, but the execution id of a stored row: the insert cannot land, whatever was read.
+        const clash = reservation("b-clash", { executionId: taken.executionId });
+        const [a, b, c] = await commit(
+          { kind: "record", reservation: reservation("b-n1"), completion: executed({}) },
+          { kind: "record", reservation: clash, completion: executed({}) },
+          { kind: "record", reservation: reservation("b-n2"), completion: executed({}) },
+        );
+        assert.equal(ok(a).kind, "recorded");
+        assert.equal(b?.ok, false);
+        assert.equal(ok(c).kind, "recorded");
+        assert.equal(await storage.findExecution("acme", "b-clash"), undefined);
+        assert.equal(await storage.logSize(), sizeBefore + 2);
+        const indices = [a, c].map((result) => {
+          const outcome = ok(result);
+          return outcome.kind === "recorded" ? Number(receiptOf(outcome.row).logIndex) : -1;
+        });
+        assert.deepEqual(indices, [sizeBefore, sizeBefore + 1]);
+      });
+    });
+
     describe("approvals and denials", () => {
       it("an approval id is single use per tenant", async () => {
         const approval = { approvalId: "appr-1", digest: digest("appr-1") };
@@ -279,15 +366,15 @@ export function ledgerContract(
         await storage.transaction(async (tx) => {
           await assert.rejects(
             tx.savepoint(async () => {
-              await tx.writeCounter("acme", "sp-undone", 1);
+              await tx.writeCounters([{ tenantId: "acme", key: "sp-undone", value: 1 }]);
               throw new Error("this write fails after writing");
             }),
           );
-          await tx.writeCounter("acme", "sp-kept", 2);
+          await tx.writeCounters([{ tenantId: "acme", key: "sp-kept", value: 2 }]);
         });
         const [undone, kept] = await storage.transaction(async (tx) => [
-          await tx.readCounter("acme", "sp-undone"),
-          await tx.readCounter("acme", "sp-kept"),
+          await counterIn(tx, "sp-undone"),
+          await counterIn(tx, "sp-kept"),
         ]);
         assert.equal(undone, undefined);
         assert.equal(kept, 2);
@@ -296,11 +383,11 @@ export function ledgerContract(
       it("a transaction that throws leaves nothing behind", async () => {
         await assert.rejects(
           storage.transaction(async (tx) => {
-            await tx.writeCounter("acme", "tx-undone", 1);
+            await tx.writeCounters([{ tenantId: "acme", key: "tx-undone", value: 1 }]);
             throw new Error("the whole transaction fails");
           }),
         );
-        assert.equal(await storage.transaction((tx) => tx.readCounter("acme", "tx-undone")), undefined);
+        assert.equal(await storage.transaction((tx) => counterIn(tx, "tx-undone")), undefined);
       });
     });
 

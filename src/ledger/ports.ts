@@ -86,21 +86,55 @@ export interface CheckpointRow {
 }
 
 /** The execution ledger inside a transaction: executions, leases, effects, denials. */
+/** A (tenant, nonce) key: the one execution that may hold it. */
+export interface ExecutionKey {
+  readonly tenantId: string;
+  readonly nonce: string;
+}
+
+/** A consumed approval id: single use per tenant. */
+export interface ApprovalKey {
+  readonly tenantId: string;
+  readonly approvalId: string;
+}
+
+/** A counter of a tenant, and its value where one is read or written. */
+export interface CounterKey {
+  readonly tenantId: string;
+  readonly key: string;
+}
+export interface CounterRow extends CounterKey {
+  readonly value: number;
+}
+
+/**
+ * The execution ledger inside a transaction: executions, leases, effects,
+ * denials. Every method takes many rows at once, so that a batch of writes
+ * costs a few statements whatever its size (a round trip each, on
+ * PostgreSQL); the recorder calls them with one row where it must.
+ */
 export interface ExecutionLedgerWrites {
-  findExecution(tenantId: string, nonce: string): Promise<ExecutionRow | undefined>;
-  findExecutionById(executionId: string): Promise<ExecutionRow | undefined>;
-  isApprovalUsed(tenantId: string, approvalId: string): Promise<boolean>;
-  /** Inserts a new row; false (and nothing written) when (tenant, nonce) or its approval id is taken. */
-  insertExecution(row: ExecutionRow): Promise<boolean>;
-  /** Finishes a pending row; false when it is not pending (or not there). */
-  finishExecution(executionId: string, finish: ExecutionFinish): Promise<boolean>;
+  /** The rows holding these keys (those that exist, in any order). */
+  findExecutions(keys: readonly ExecutionKey[]): Promise<ExecutionRow[]>;
+  /** The rows with these ids (those that exist, in any order). */
+  findExecutionsById(executionIds: readonly string[]): Promise<ExecutionRow[]>;
+  /** Which of these approval ids an execution already consumed. */
+  usedApprovals(approvals: readonly ApprovalKey[]): Promise<ApprovalKey[]>;
+  /** Inserts new rows, skipping any whose id, (tenant, nonce) or approval id is taken; returns how many were inserted. */
+  insertExecutions(rows: readonly ExecutionRow[]): Promise<number>;
+  /** Finishes pending rows (rows not pending are left alone); returns how many were finished. */
+  finishExecutions(
+    finishes: readonly { readonly executionId: string; readonly finish: ExecutionFinish }[],
+  ): Promise<number>;
   /** Extends the leases `owner` holds on these pending rows; returns how many it still holds. */
   renewLeases(owner: string, executionIds: readonly string[], untilMs: number): Promise<number>;
   /** Pending rows whose lease ran out before `nowMs` (oldest first, at most `limit`). */
   expiredReservations(nowMs: number, limit: number): Promise<ExecutionRow[]>;
-  readCounter(tenantId: string, key: string): Promise<number | undefined>;
-  writeCounter(tenantId: string, key: string, value: number): Promise<void>;
-  insertDenial(row: DenialRow): Promise<void>;
+  /** The counters that exist among these (in any order). */
+  readCounters(keys: readonly CounterKey[]): Promise<CounterRow[]>;
+  /** Sets these counters, creating those that do not exist. */
+  writeCounters(rows: readonly CounterRow[]): Promise<void>;
+  insertDenials(rows: readonly DenialRow[]): Promise<void>;
 }
 
 /** The log's storage inside a transaction: its size, leaves, tiles and checkpoints. */

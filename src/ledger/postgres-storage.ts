@@ -72,20 +72,34 @@ const sql = {
   byKey: "SELECT * FROM executions WHERE tenant_id = $1 AND nonce = $2",
   byId: "SELECT * FROM executions WHERE execution_id = $1",
   denialById: "SELECT * FROM denials WHERE attempt_id = $1",
-  approvalUsed: "SELECT 1 FROM executions WHERE tenant_id = $1 AND approval_id = $2",
+  // Bulk statements: arrays in, one round trip whatever the batch's size.
+  findByKeys: `
+    SELECT e.* FROM executions e
+    JOIN unnest($1::text[], $2::text[]) AS k(tenant_id, nonce) ON e.tenant_id = k.tenant_id AND e.nonce = k.nonce`,
+  findByIds: "SELECT * FROM executions WHERE execution_id = ANY($1::text[])",
+  usedApprovals: `
+    SELECT e.tenant_id, e.approval_id FROM executions e
+    JOIN unnest($1::text[], $2::text[]) AS k(tenant_id, approval_id)
+      ON e.tenant_id = k.tenant_id AND e.approval_id = k.approval_id`,
   insert: `
     INSERT INTO executions (execution_id, tenant_id, nonce, action, payload_digest, approval_id,
       approval_digest, logical_time_ms, status, lease_owner, lease_until_ms, reason, result_json,
       result_digest, receipt, receipt_digest, receipt_signature)
-    VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17)
+    SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::bytea[], $6::text[],
+      $7::bytea[], $8::bigint[], $9::text[], $10::text[], $11::bigint[], $12::text[], $13::text[],
+      $14::bytea[], $15::bytea[], $16::bytea[], $17::bytea[])
     ON CONFLICT DO NOTHING`,
-  // Waiters on other replicas hear of it when this commits.
+  // Waiters on other replicas hear of each finished row when this commits.
   finish: `
     WITH finished AS (
-      UPDATE executions SET status = $2, reason = $3, result_json = $4, result_digest = $5, receipt = $6,
-        receipt_digest = $7, receipt_signature = $8, lease_owner = NULL, lease_until_ms = NULL
-      WHERE execution_id = $1 AND status = 'pending'
-      RETURNING execution_id)
+      UPDATE executions e SET status = f.status, reason = f.reason, result_json = f.result_json,
+        result_digest = f.result_digest, receipt = f.receipt, receipt_digest = f.receipt_digest,
+        receipt_signature = f.receipt_signature, lease_owner = NULL, lease_until_ms = NULL
+      FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::bytea[], $6::bytea[], $7::bytea[],
+        $8::bytea[]) AS f(execution_id, status, reason, result_json, result_digest, receipt, receipt_digest,
+        receipt_signature)
+      WHERE e.execution_id = f.execution_id AND e.status = 'pending'
+      RETURNING e.execution_id)
     SELECT pg_notify('${finishedChannel}', execution_id) FROM finished`,
   renew: `
     UPDATE executions SET lease_until_ms = $1
@@ -93,14 +107,17 @@ const sql = {
   expired: `
     SELECT * FROM executions WHERE status = 'pending' AND coalesce(lease_until_ms, 0) < $1
     ORDER BY logical_time_ms LIMIT $2 FOR UPDATE`,
-  counter: "SELECT value FROM counters WHERE tenant_id = $1 AND key = $2",
-  setCounter: `
-    INSERT INTO counters (tenant_id, key, value) VALUES ($1, $2, $3)
+  counters: `
+    SELECT c.tenant_id, c.key, c.value FROM counters c
+    JOIN unnest($1::text[], $2::text[]) AS k(tenant_id, key) ON c.tenant_id = k.tenant_id AND c.key = k.key`,
+  setCounters: `
+    INSERT INTO counters (tenant_id, key, value) SELECT * FROM unnest($1::text[], $2::text[], $3::bigint[])
     ON CONFLICT (tenant_id, key) DO UPDATE SET value = excluded.value`,
-  insertDenial: `
+  insertDenials: `
     INSERT INTO denials (attempt_id, tenant_id, nonce, action, payload_digest, approval_digest,
       reason, logical_time_ms, receipt, receipt_digest, receipt_signature)
-    VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)`,
+    SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::bytea[], $6::bytea[],
+      $7::text[], $8::bigint[], $9::bytea[], $10::bytea[], $11::bytea[])`,
   lockLog: "SELECT size FROM log_state WHERE id = 1 FOR UPDATE",
   logSize: "SELECT size FROM log_state WHERE id = 1",
   claimWait: "SELECT published_at_ms FROM log_publication WHERE id = 1 FOR UPDATE",
@@ -143,7 +160,7 @@ const sql = {
     WHERE l.leaf_index >= $1 ORDER BY l.leaf_index LIMIT $2`,
   checkpointsPage:
     "SELECT tree_size, root_hash, note FROM checkpoints WHERE tree_size >= $1 ORDER BY tree_size LIMIT $2",
-  counters: "SELECT tenant_id, key, value FROM counters ORDER BY tenant_id, key",
+  allCounters: "SELECT tenant_id, key, value FROM counters ORDER BY tenant_id, key",
   // "committed", "aborted", "in progress", or NULL once the transaction is too old to tell.
   commitStatus: "SELECT txid_status($1::bigint) AS status",
 } as const;
@@ -286,23 +303,48 @@ export class PostgresStorage implements LedgerStorage {
           throw asStoreError(error, "ledger write failed");
         }
       },
-      findExecution: async (tenantId, nonce) =>
-        fromExecution((await q<ExecutionColumns>(sql.byKey, [tenantId, nonce])).rows[0]),
-      findExecutionById: async (id) => fromExecution((await q<ExecutionColumns>(sql.byId, [id])).rows[0]),
-      isApprovalUsed: async (tenantId, approvalId) =>
-        ((await q(sql.approvalUsed, [tenantId, approvalId])).rowCount ?? 0) > 0,
-      insertExecution: async (row) => (await q(sql.insert, executionValues(row))).rowCount === 1,
-      finishExecution: async (executionId, finish) =>
-        (await q(sql.finish, [executionId, ...finishValues(finish)])).rowCount === 1,
+      findExecutions: async (keys) =>
+        (
+          await q<ExecutionColumns>(
+            sql.findByKeys,
+            columns(keys, (k) => [k.tenantId, k.nonce]),
+          )
+        ).rows.map((row) => fromExecution(row) as ExecutionRow),
+      findExecutionsById: async (ids) =>
+        (await q<ExecutionColumns>(sql.findByIds, [ids])).rows.map((row) => fromExecution(row) as ExecutionRow),
+      usedApprovals: async (uses) =>
+        (
+          await q<{ tenant_id: string; approval_id: string }>(
+            sql.usedApprovals,
+            columns(uses, (u) => [u.tenantId, u.approvalId]),
+          )
+        ).rows.map((row) => ({ tenantId: row.tenant_id, approvalId: row.approval_id })),
+      insertExecutions: async (rows) => (await q(sql.insert, columns(rows, executionValues))).rowCount ?? 0,
+      finishExecutions: async (finishes) =>
+        (
+          await q(
+            sql.finish,
+            columns(finishes, (f) => [f.executionId, ...finishValues(f.finish)]),
+          )
+        ).rowCount ?? 0,
       renewLeases: async (owner, ids, untilMs) => (await q(sql.renew, [untilMs, ids, owner])).rowCount ?? 0,
       expiredReservations: async (nowMs, limit) =>
         (await q<ExecutionColumns>(sql.expired, [nowMs, limit])).rows.map((row) => fromExecution(row) as ExecutionRow),
-      readCounter: async (tenantId, key) => (await q<{ value: number }>(sql.counter, [tenantId, key])).rows[0]?.value,
-      writeCounter: async (tenantId, key, value) => {
-        await q(sql.setCounter, [tenantId, key, value]);
+      readCounters: async (keys) =>
+        (
+          await q<{ tenant_id: string; key: string; value: number }>(
+            sql.counters,
+            columns(keys, (k) => [k.tenantId, k.key]),
+          )
+        ).rows.map((row) => ({ tenantId: row.tenant_id, key: row.key, value: row.value })),
+      writeCounters: async (rows) => {
+        await q(
+          sql.setCounters,
+          columns(rows, (row) => [row.tenantId, row.key, row.value]),
+        );
       },
-      insertDenial: async (row) => {
-        await q(sql.insertDenial, denialValues(row));
+      insertDenials: async (rows) => {
+        await q(sql.insertDenials, columns(rows, denialValues));
       },
       lockLog: async () => sizeOf(await q<{ size: number }>(sql.lockLog)),
       readLogSize: async () => sizeOf(await q<{ size: number }>(sql.logSize)),
@@ -453,7 +495,7 @@ export class PostgresStorage implements LedgerStorage {
 
   async *counters(): AsyncGenerator<{ tenantId: string; key: string; value: number }> {
     const rows = await this.#read(
-      async (db) => (await db.query<{ tenant_id: string; key: string; value: number }>(sql.counters)).rows,
+      async (db) => (await db.query<{ tenant_id: string; key: string; value: number }>(sql.allCounters)).rows,
     );
     for (const row of rows) yield { tenantId: row.tenant_id, key: row.key, value: row.value };
   }
@@ -578,6 +620,17 @@ function denialValues(row: DenialRow): unknown[] {
     Buffer.from(row.receipt.digest),
     Buffer.from(row.receipt.signature),
   ];
+}
+
+/** Rows as parameter arrays, one per column (for `unnest`). */
+function columns<T>(rows: readonly T[], valuesOf: (row: T) => unknown[]): unknown[][] {
+  const out: unknown[][] = [];
+  for (const row of rows) {
+    valuesOf(row).forEach((value, i) => {
+      (out[i] ??= []).push(value);
+    });
+  }
+  return out;
 }
 
 function appendValues(leaves: readonly LeafRow[], tiles: readonly TileRow[], size: number): unknown[] {

@@ -1,7 +1,5 @@
 import type { JsonValue } from "@bufbuild/protobuf";
-import { ExecutionStatus } from "../../gen/openexec/v1/receipt_pb.js";
-import { canonicalJsonDigest } from "../json/canonical-digest.js";
-import { encodeReceipt, type ReceiptFacts, type ReceiptSigner } from "../receipts/receipt.js";
+import { encodeReceipt, type ReceiptSigner } from "../receipts/receipt.js";
 import { formatCheckpointBody, type NoteSigner, signCheckpoint } from "../tlog/checkpoint.js";
 import { leafHash, verifyConsistency } from "../tlog/merkle-tree.js";
 import { consistencyPlan } from "../tlog/proof-plan.js";
@@ -11,14 +9,13 @@ import { LedgerBugError, StoreUnavailableError } from "./errors.js";
 import type {
   CheckpointRow,
   DenialRow,
-  ExecutionFinish,
   ExecutionRow,
   LeafRow,
   LedgerStorage,
   LedgerTransaction,
   LogStorageReads,
-  ReceiptRow,
 } from "./ports.js";
+import { applyWriteBatch, BatchRaceError, type IssueReceipt } from "./write-batch.js";
 
 /** What is recorded before (or, for ledger-only actions, together with) a run. */
 export interface ReservationFacts {
@@ -100,11 +97,11 @@ export interface ReceiptIssuer {
  * keeps the tree's right edge in memory between batches.
  */
 export class LedgerRecorder {
-  readonly #issuer: ReceiptIssuer;
+  readonly #issuer_: ReceiptIssuer;
   #edge: TreeEdge;
 
   private constructor(issuer: ReceiptIssuer, edge: TreeEdge) {
-    this.#issuer = issuer;
+    this.#issuer_ = issuer;
     this.#edge = edge;
   }
 
@@ -119,10 +116,12 @@ export class LedgerRecorder {
   }
 
   /**
-   * Commits `writes` in one transaction, each in its own savepoint: a write
-   * that fails is answered with its error and leaves no trace, the others
-   * commit. When the transaction itself fails, every write fails with it and
-   * the in-memory edge is put back.
+   * Commits `writes` in one transaction. The batch is decided and written as
+   * a whole (a few statements, whatever its size; write-batch.ts) inside a
+   * savepoint; should that fail, each write is applied in a savepoint of its
+   * own, so that a write that fails is answered with its error and leaves no
+   * trace while the others commit. When the transaction itself fails, every
+   * write fails with it and the in-memory edge is put back.
    */
   async commit(storage: LedgerStorage, writes: readonly LedgerWrite[]): Promise<WriteResult[]> {
     const before = this.#edge;
@@ -132,17 +131,7 @@ export class LedgerRecorder {
         // Another writer appended since (replicas on one database): catch up from its tiles.
         if (size !== this.#edge.size) this.#edge = await restoreEdge(tx, size);
         const leaves: LeafRow[] = [];
-        const results: WriteResult[] = [];
-        for (const write of writes) {
-          try {
-            const issued: LeafRow[] = [];
-            const outcome = await tx.savepoint(() => this.#apply(tx, write, leaves.length, issued));
-            leaves.push(...issued);
-            results.push({ ok: true, outcome });
-          } catch (error) {
-            results.push({ ok: false, error });
-          }
-        }
+        const results = await this.#apply(tx, writes, leaves);
         if (leaves.length > 0) {
           const edge = this.#edge.clone();
           const tiles = edge.append(leaves.map((leaf) => leaf.hash));
@@ -159,6 +148,46 @@ export class LedgerRecorder {
           : new StoreUnavailableError("ledger commit failed", { cause: error });
       return writes.map(() => ({ ok: false, error: failure }));
     }
+  }
+
+  /** The whole batch at once; if it does not land, one write at a time. Appends the leaves issued to `leaves`. */
+  async #apply(tx: LedgerTransaction, writes: readonly LedgerWrite[], leaves: LeafRow[]): Promise<WriteResult[]> {
+    const issued: LeafRow[] = [];
+    try {
+      const results = await tx.savepoint(() => applyWriteBatch(tx, writes, this.#issuer(leaves, issued)));
+      leaves.push(...issued);
+      return results;
+    } catch (error) {
+      if (writes.length === 1 && !(error instanceof BatchRaceError)) return [{ ok: false, error }];
+    }
+    const results: WriteResult[] = [];
+    for (const write of writes) results.push(await this.#applyOne(tx, write, leaves));
+    return results;
+  }
+
+  async #applyOne(tx: LedgerTransaction, write: LedgerWrite, leaves: LeafRow[]): Promise<WriteResult> {
+    for (let attempt = 1; ; attempt++) {
+      const issued: LeafRow[] = [];
+      try {
+        const [result] = await tx.savepoint(() => applyWriteBatch(tx, [write], this.#issuer(leaves, issued)));
+        leaves.push(...issued);
+        return result ?? { ok: false, error: new LedgerBugError("a write had no result") };
+      } catch (error) {
+        // Another writer's row appeared between reading and writing: decide again, seeing it.
+        if (error instanceof BatchRaceError && attempt === 1) continue;
+        return { ok: false, error };
+      }
+    }
+  }
+
+  /** Issues receipts at the indices after the committed log, the batch's earlier leaves and `issued`. */
+  #issuer(leaves: readonly LeafRow[], issued: LeafRow[]): IssueReceipt {
+    return (kind, entryId, facts) => {
+      const logIndex = this.#edge.size + leaves.length + issued.length;
+      const receipt = encodeReceipt({ ...facts, logIndex, logOrigin: this.#issuer_.logOrigin }, this.#issuer_.signer);
+      issued.push({ index: logIndex, hash: leafHash(receipt.body), kind, entryId });
+      return receipt;
+    };
   }
 
   /**
@@ -199,200 +228,6 @@ export class LedgerRecorder {
       return row;
     });
   }
-
-  async #apply(
-    tx: LedgerTransaction,
-    write: LedgerWrite,
-    batchLeaves: number,
-    issued: LeafRow[],
-  ): Promise<WriteOutcome> {
-    const issue = (kind: LeafRow["kind"], entryId: string, facts: Omit<ReceiptFacts, "logIndex" | "logOrigin">) =>
-      this.#issue(kind, entryId, facts, this.#edge.size + batchLeaves + issued.length, issued);
-    switch (write.kind) {
-      case "reserve": {
-        const taken = await checkTaken(tx, write.reservation);
-        if (taken !== undefined) return taken;
-        const row = pendingRow(write.reservation, write.leaseOwner, write.leaseUntilMs);
-        if (!(await tx.insertExecution(row))) return existingAfterRace(tx, write.reservation);
-        return { kind: "reserved" };
-      }
-      case "record": {
-        const taken = await checkTaken(tx, write.reservation);
-        if (taken !== undefined) return taken;
-        const pending = pendingRow(write.reservation, undefined, undefined);
-        const finish = await this.#finish(tx, pending, write.completion, issue);
-        const row: ExecutionRow = { ...pending, ...finish, leaseOwner: undefined, leaseUntilMs: undefined };
-        if (!(await tx.insertExecution(row))) return existingAfterRace(tx, write.reservation);
-        return { kind: "recorded", row };
-      }
-      case "complete": {
-        const pending = await tx.findExecutionById(write.executionId);
-        if (pending === undefined || pending.status !== "pending") {
-          throw new LedgerBugError(`execution ${write.executionId} is not pending`);
-        }
-        const finish = await this.#finish(tx, pending, write.completion, issue);
-        if (!(await tx.finishExecution(pending.executionId, finish))) {
-          throw new LedgerBugError(`execution ${write.executionId} was not finished`);
-        }
-        return { kind: "recorded", row: { ...pending, ...finish, leaseOwner: undefined, leaseUntilMs: undefined } };
-      }
-      case "deny": {
-        const { denial } = write;
-        const receipt = issue("denial", denial.attemptId, {
-          executionId: denial.attemptId,
-          tenantId: denial.tenantId,
-          action: denial.action,
-          nonce: denial.nonce,
-          payloadDigest: denial.payloadDigest,
-          approvalDigest: denial.approvalDigest,
-          resultDigest: undefined,
-          status: ExecutionStatus.DENIED,
-          reason: denial.reason,
-          logicalTime: new Date(denial.logicalTimeMs),
-        });
-        const row: DenialRow = { ...denial, receipt };
-        await tx.insertDenial(row);
-        return { kind: "denied", row };
-      }
-      case "renew":
-        return { kind: "renewed", held: await tx.renewLeases(write.owner, write.executionIds, write.untilMs) };
-      case "interrupt_expired": {
-        const rows: ExecutionRow[] = [];
-        for (const pending of await tx.expiredReservations(write.nowMs, write.limit)) {
-          const finish: ExecutionFinish = {
-            status: "interrupted",
-            reason: "interrupted",
-            resultJson: undefined,
-            resultDigest: undefined,
-            receipt: issue("execution", pending.executionId, {
-              ...receiptFactsOf(pending),
-              resultDigest: undefined,
-              status: ExecutionStatus.INTERRUPTED,
-              reason: "interrupted",
-            }),
-          };
-          if (!(await tx.finishExecution(pending.executionId, finish))) continue;
-          rows.push({ ...pending, ...finish, leaseOwner: undefined, leaseUntilMs: undefined });
-        }
-        return { kind: "interrupted", rows };
-      }
-    }
-  }
-
-  /** Applies the effect (inside the transaction) or records the failure, and issues the receipt. */
-  async #finish(
-    tx: LedgerTransaction,
-    row: ExecutionRow,
-    completion: LedgerCompletion,
-    issue: (kind: "execution", entryId: string, facts: Omit<ReceiptFacts, "logIndex" | "logOrigin">) => ReceiptRow,
-  ): Promise<ExecutionFinish> {
-    const outcome = await applyEffect(tx, row.tenantId, completion);
-    const receipt = issue("execution", row.executionId, {
-      ...receiptFactsOf(row),
-      resultDigest: outcome.status === "executed" ? outcome.resultDigest : undefined,
-      status: outcome.status === "executed" ? ExecutionStatus.EXECUTED : ExecutionStatus.FAILED,
-      reason: outcome.status === "failed" ? outcome.reason : undefined,
-    });
-    return outcome.status === "executed"
-      ? {
-          status: "executed",
-          reason: undefined,
-          resultJson: JSON.stringify(outcome.result),
-          resultDigest: outcome.resultDigest,
-          receipt,
-        }
-      : { status: "failed", reason: outcome.reason, resultJson: undefined, resultDigest: undefined, receipt };
-  }
-
-  /** Encodes and signs a receipt at the next log index, and notes its leaf. */
-  #issue(
-    kind: LeafRow["kind"],
-    entryId: string,
-    facts: Omit<ReceiptFacts, "logIndex" | "logOrigin">,
-    logIndex: number,
-    issued: LeafRow[],
-  ): ReceiptRow {
-    const receipt = encodeReceipt({ ...facts, logIndex, logOrigin: this.#issuer.logOrigin }, this.#issuer.signer);
-    issued.push({ index: logIndex, hash: leafHash(receipt.body), kind, entryId });
-    return receipt;
-  }
-}
-
-/** The nonce or the approval is already taken: what to answer instead of reserving. */
-async function checkTaken(tx: LedgerTransaction, reservation: ReservationFacts): Promise<WriteOutcome | undefined> {
-  const existing = await tx.findExecution(reservation.tenantId, reservation.nonce);
-  if (existing !== undefined) return { kind: "existing", row: existing };
-  if (
-    reservation.approval !== undefined &&
-    (await tx.isApprovalUsed(reservation.tenantId, reservation.approval.approvalId))
-  ) {
-    return { kind: "approval_used" };
-  }
-  return undefined;
-}
-
-/** An insert lost to a concurrent one (another replica): answer with the row that won. */
-async function existingAfterRace(tx: LedgerTransaction, reservation: ReservationFacts): Promise<WriteOutcome> {
-  const existing = await tx.findExecution(reservation.tenantId, reservation.nonce);
-  if (existing !== undefined) return { kind: "existing", row: existing };
-  // The conflict was on the approval id.
-  return { kind: "approval_used" };
-}
-
-function pendingRow(
-  r: ReservationFacts,
-  leaseOwner: string | undefined,
-  leaseUntilMs: number | undefined,
-): ExecutionRow {
-  return {
-    executionId: r.executionId,
-    tenantId: r.tenantId,
-    nonce: r.nonce,
-    action: r.action,
-    payloadDigest: r.payloadDigest,
-    approvalId: r.approval?.approvalId,
-    approvalDigest: r.approval?.digest,
-    logicalTimeMs: r.logicalTimeMs,
-    status: "pending",
-    leaseOwner,
-    leaseUntilMs,
-    reason: undefined,
-    resultJson: undefined,
-    resultDigest: undefined,
-    receipt: undefined,
-  };
-}
-
-function receiptFactsOf(row: ExecutionRow) {
-  return {
-    executionId: row.executionId,
-    tenantId: row.tenantId,
-    action: row.action,
-    nonce: row.nonce,
-    payloadDigest: row.payloadDigest,
-    approvalDigest: row.approvalDigest,
-    logicalTime: new Date(row.logicalTimeMs),
-  };
-}
-
-type AppliedEffect =
-  | { readonly status: "executed"; readonly result: JsonValue; readonly resultDigest: Uint8Array }
-  | { readonly status: "failed"; readonly reason: string };
-
-/** The effect's arithmetic, inside the transaction that records it. */
-async function applyEffect(
-  tx: LedgerTransaction,
-  tenantId: string,
-  completion: LedgerCompletion,
-): Promise<AppliedEffect> {
-  if (completion.kind === "failed") return { status: "failed", reason: completion.reason };
-  const { effect } = completion;
-  if (effect.kind === "result") return { status: "executed", result: effect.result, resultDigest: effect.resultDigest };
-  const total = ((await tx.readCounter(tenantId, effect.key)) ?? 0) + effect.delta;
-  if (!Number.isSafeInteger(total)) return { status: "failed", reason: "counter_overflow" };
-  await tx.writeCounter(tenantId, effect.key, total);
-  const result = { key: effect.key, value: total };
-  return { status: "executed", result, resultDigest: canonicalJsonDigest(result) };
 }
 
 /** The tree's right edge at `size`: one partial tile per level. */

@@ -166,12 +166,17 @@ export class SqliteStorage implements LedgerStorage {
           throw error;
         }
       },
-      findExecution: async (tenantId, nonce) => fromExecution(sql.byKey.get(tenantId, nonce)),
-      findExecutionById: async (id) => fromExecution(sql.byId.get(id)),
-      isApprovalUsed: async (tenantId, approvalId) => sql.approvalUsed.get(tenantId, approvalId) !== undefined,
-      insertExecution: async (row) => sql.insert.run(toExecution(row)).changes === 1,
-      finishExecution: async (executionId, finish) =>
-        sql.finish.run({ executionId, ...toFinish(finish) }).changes === 1,
+      // In-process statements cost no round trip: the bulk calls are loops over prepared ones.
+      findExecutions: async (keys) => present(keys.map((k) => fromExecution(sql.byKey.get(k.tenantId, k.nonce)))),
+      findExecutionsById: async (ids) => present(ids.map((id) => fromExecution(sql.byId.get(id)))),
+      usedApprovals: async (uses) =>
+        uses.filter((use) => sql.approvalUsed.get(use.tenantId, use.approvalId) !== undefined),
+      insertExecutions: async (rows) => rows.reduce((n, row) => n + sql.insert.run(toExecution(row)).changes, 0),
+      finishExecutions: async (finishes) =>
+        finishes.reduce(
+          (n, { executionId, finish }) => n + sql.finish.run({ executionId, ...toFinish(finish) }).changes,
+          0,
+        ),
       renewLeases: async (owner, ids, untilMs) => {
         let held = 0;
         for (const id of ids) held += sql.renew.run(untilMs, id, owner).changes;
@@ -179,12 +184,16 @@ export class SqliteStorage implements LedgerStorage {
       },
       expiredReservations: async (nowMs, limit) =>
         sql.expired.all(nowMs, limit).map((row) => fromExecution(row) as ExecutionRow),
-      readCounter: async (tenantId, key) => sql.counter.get(tenantId, key)?.value,
-      writeCounter: async (tenantId, key, value) => {
-        sql.setCounter.run(tenantId, key, value);
+      readCounters: async (keys) =>
+        keys.flatMap((k) => {
+          const row = sql.counter.get(k.tenantId, k.key);
+          return row === undefined ? [] : [{ tenantId: k.tenantId, key: k.key, value: row.value }];
+        }),
+      writeCounters: async (rows) => {
+        for (const row of rows) sql.setCounter.run(row.tenantId, row.key, row.value);
       },
-      insertDenial: async (row) => {
-        sql.insertDenial.run(toDenial(row));
+      insertDenials: async (rows) => {
+        for (const row of rows) sql.insertDenial.run(toDenial(row));
       },
       // One connection, one writer at a time (BEGIN IMMEDIATE): the log is already this transaction's.
       lockLog: async () => sql.logSize.get()?.size ?? 0,
@@ -357,6 +366,10 @@ export class SqliteStorage implements LedgerStorage {
       throw new StoreUnavailableError(`ledger I/O failed: ${(error as Error).message}`, { cause: error });
     }
   }
+}
+
+function present<T>(rows: readonly (T | undefined)[]): T[] {
+  return rows.filter((row): row is T => row !== undefined);
 }
 
 function toExecution(row: ExecutionRow) {
