@@ -624,13 +624,9 @@ function denialValues(row: DenialRow): unknown[] {
 
 /** Rows as parameter arrays, one per column (for `unnest`). */
 function columns<T>(rows: readonly T[], valuesOf: (row: T) => unknown[]): unknown[][] {
-  const out: unknown[][] = [];
-  for (const row of rows) {
-    valuesOf(row).forEach((value, i) => {
-      (out[i] ??= []).push(value);
-    });
-  }
-  return out;
+  const values = rows.map(valuesOf);
+  const width = values[0]?.length ?? 0;
+  return Array.from({ length: width }, (_, column) => values.map((row) => row[column]));
 }
 
 function appendValues(leaves: readonly LeafRow[], tiles: readonly TileRow[], size: number): unknown[] {
