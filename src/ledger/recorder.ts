@@ -227,9 +227,11 @@ export class LedgerRecorder {
       }
       case "complete": {
         const pending = await tx.findExecutionById(write.executionId);
-        if (pending === undefined || pending.status !== "pending") {
-          throw new LedgerBugError(`execution ${write.executionId} is not pending`);
-        }
+        if (pending === undefined) throw new LedgerBugError(`execution ${write.executionId} is not pending`);
+        // Interrupted meanwhile: this process's lease ran out (it could not renew it, e.g. while the
+        // database was unreachable) and another replica's sweep recorded the interruption, with its
+        // receipt. That outcome stands: the caller is answered with it, as every retry will be.
+        if (pending.status !== "pending") return { kind: "existing", row: pending };
         const finish = await this.#finish(tx, pending, write.completion, issue);
         if (!(await tx.finishExecution(pending.executionId, finish))) {
           throw new LedgerBugError(`execution ${write.executionId} was not finished`);
