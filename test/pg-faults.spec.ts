@@ -16,7 +16,14 @@ import {
   withSearchPath,
 } from "./support/postgres.js";
 import { type PrivatePostgres, privatePostgresSkipReason, startPrivatePostgres } from "./support/private-postgres.js";
-import { generateReceiptKeyPem, type Replica, startReplica, startReplicas, stopAll } from "./support/replica.js";
+import {
+  auditSharedLedger,
+  generateReceiptKeyPem,
+  type Replica,
+  startReplica,
+  startReplicas,
+  stopAll,
+} from "./support/replica.js";
 
 const skip = (await postgresSkipReason()) || privatePostgresSkipReason();
 
@@ -359,5 +366,12 @@ describe("PostgreSQL faults, on a private cluster", { skip }, () => {
     }
     const increments = sent.filter((e) => e.request.action === "counter.add").length;
     assert.equal(await counter(key), increments);
+    // After kills, a lost COMMIT, a lapsed lease and a restart, the shared ledger still audits clean.
+    const publicKeyPem = await (await fetch(`${live[0]?.url}/receipts/key.pem`)).text();
+    const audit = await auditSharedLedger(schema.url, publicKeyPem);
+    assert.equal(audit.first_divergence, undefined);
+    assert.equal(audit.ok, true);
+    const [{ size }] = (await query("SELECT size::int AS size FROM log_state")) as [{ size: number }];
+    assert.equal(audit.leaves, size);
   });
 });

@@ -27,7 +27,7 @@ import {
   postgresSkipReason,
   sharedPostgresUrl,
 } from "./support/postgres.js";
-import { generateReceiptKeyPem, type Replica, startReplicas, stopAll } from "./support/replica.js";
+import { auditSharedLedger, generateReceiptKeyPem, type Replica, startReplicas, stopAll } from "./support/replica.js";
 import { type ServerProcess, spawnServer } from "./support/test-server.js";
 
 const skip = await postgresSkipReason();
@@ -236,6 +236,12 @@ describe("PostgreSQL: replicas on one ledger", { skip }, () => {
       );
     }
     assert.ok(crossSigner >= 1, "at least one consecutive pair was signed by different replicas");
+    // The whole shared ledger audits clean: leaves, receipts, rows, checkpoints.
+    const audit = await auditSharedLedger(schema.url, publicKeyPem);
+    assert.equal(audit.first_divergence, undefined);
+    assert.equal(audit.ok, true);
+    assert.ok(audit.leaves >= executed.length);
+    assert.ok(audit.checkpoints >= signed.length);
   });
   async function waitForStatus(nonce: string, status: string): Promise<void> {
     for (let attempt = 0; attempt < 200; attempt++) {

@@ -1,7 +1,11 @@
 import { type ChildProcess, spawn } from "node:child_process";
 import { generateKeyPairSync } from "node:crypto";
 import { join } from "node:path";
+import { PostgresLedgerStore } from "../../src/ledger/postgres-store.js";
+import { type AuditReport, auditLedger } from "../../src/receipts/audit-ledger.js";
+import { parsePublicKeyPem } from "../../src/signing/ed25519-keys.js";
 import { packageRoot } from "../../src/version.js";
+import { adminQuery } from "./postgres.js";
 
 const tsx = import.meta.resolve("tsx");
 const replicaMain = join(packageRoot, "test/support/replica-main.ts");
@@ -122,4 +126,33 @@ export async function startReplicas(
 /** Stops every replica (SIGTERM, then SIGKILL); for `after` hooks. */
 export async function stopAll(replicas: readonly (Replica | undefined)[]): Promise<void> {
   await Promise.all(replicas.map((r) => r?.stop()));
+}
+
+/**
+ * What `openexec audit` checks, over the shared ledger while replicas may
+ * still write to it: every leaf against its receipt, the tree rebuilt from
+ * the receipts, every checkpoint against it and the key. (The library, since
+ * `openexec audit --db postgres://` is being added elsewhere.)
+ */
+export async function auditSharedLedger(url: string, publicKeyPem: string): Promise<AuditReport> {
+  // The last writes are covered by a checkpoint once a replica's timer signs one (audit requires it).
+  for (let attempt = 0; ; attempt++) {
+    const [row] = await adminQuery<{ covered: boolean }>(
+      url,
+      "SELECT coalesce((SELECT max(tree_size) FROM checkpoints), -1) >= (SELECT size FROM log_state) AS covered",
+    );
+    if (row?.covered === true || attempt === 200) break;
+    await new Promise((resolve) => setTimeout(resolve, 50));
+  }
+  const store = await PostgresLedgerStore.openReadOnly({
+    url,
+    poolSize: 2,
+    statementTimeoutMs: 30_000,
+    connectTimeoutMs: 5000,
+  });
+  try {
+    return await auditLedger(store, parsePublicKeyPem(publicKeyPem));
+  } finally {
+    await store.close();
+  }
 }
