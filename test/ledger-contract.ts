@@ -355,9 +355,11 @@ export function ledgerContract(
         assert.equal(row?.status, "interrupted");
         assert.equal(receiptOf(row as ExecutionRow).status, ExecutionStatus.INTERRUPTED);
         assert.equal((await storage.findExecutionById(theirs.executionId))?.status, "pending");
-        // An interrupted execution is never completed afterwards.
-        const [late2] = await commit({ kind: "complete", executionId: mine.executionId, completion: executed({}) });
-        assert.equal(late2?.ok, false);
+        // An interrupted execution is never completed afterwards: completing it answers the interrupted row.
+        const late2 = await one({ kind: "complete", executionId: mine.executionId, completion: executed({}) });
+        assert.equal(late2.kind, "existing");
+        assert.equal((late2 as Extract<WriteOutcome, { kind: "existing" }>).row.status, "interrupted");
+        assert.equal((await storage.findExecutionById(mine.executionId))?.status, "interrupted");
       });
     });
 

@@ -92,6 +92,8 @@ export class Ledger implements LedgerStore {
   async complete(executionId: string, completion: Completion): Promise<FinishedExecution> {
     try {
       const outcome = await this.#write({ kind: "complete", executionId, completion });
+      // Interrupted by another replica after this one's lease ran out: the recorded outcome stands.
+      if (outcome.kind === "existing") return toRecord(outcome.row) as FinishedExecution;
       if (outcome.kind !== "recorded") throw new LedgerBugError(`complete answered ${outcome.kind}`);
       return toRecord(outcome.row) as FinishedExecution;
     } finally {

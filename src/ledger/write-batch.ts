@@ -146,6 +146,10 @@ class BatchState {
     return approval !== undefined && this.#usedApprovals.has(keyOf(reservation.tenantId, approval.approvalId));
   }
 
+  byId(executionId: string): ExecutionRow | undefined {
+    return this.#byId.get(executionId);
+  }
+
   pending(executionId: string): ExecutionRow | undefined {
     const row = this.#byId.get(executionId);
     return row?.status === "pending" ? row : undefined;
@@ -225,9 +229,13 @@ function decide(state: BatchState, write: LedgerWrite, issue: IssueReceipt): Dec
         return { ok: true, outcome: { kind: "recorded", row } };
       }
       case "complete": {
-        const pending = state.pending(write.executionId);
-        if (pending === undefined) throw new LedgerBugError(`execution ${write.executionId} is not pending`);
-        const row = state.finish(pending, finishOf(state, pending, write.completion, issue));
+        const stored = state.byId(write.executionId);
+        if (stored === undefined) throw new LedgerBugError(`execution ${write.executionId} is not in the ledger`);
+        // Interrupted meanwhile: this process's lease ran out (it could not renew it, e.g. while the
+        // database was unreachable) and another replica's sweep recorded the interruption, with its
+        // receipt. That outcome stands: the caller is answered with it, as every retry will be.
+        if (stored.status !== "pending") return { ok: true, outcome: { kind: "existing", row: stored } };
+        const row = state.finish(stored, finishOf(state, stored, write.completion, issue));
         return { ok: true, outcome: { kind: "recorded", row } };
       }
       case "deny": {
