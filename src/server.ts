@@ -4,8 +4,9 @@ import { KeyInfoSchema } from "../gen/openexec/v1/info_pb.js";
 import { createBuiltinRegistry } from "./actions/builtin.js";
 import type { ActionRegistry } from "./actions/registry.js";
 import { rejectionInterceptor } from "./api/connect-errors.js";
-import { registerServices } from "./api/routes.js";
+import { registerServices, serviceImplementations } from "./api/routes.js";
 import type { ServiceFacts } from "./api/service-facts.js";
+import { createUnaryCaller } from "./api/unary-caller.js";
 import { clawshieldApprovalGate, demoApprovalGate } from "./approval/approval-gate.js";
 import type { ServerConfig } from "./config/server-config.js";
 import { Rejection } from "./errors/reason.js";
@@ -106,7 +107,9 @@ export async function startServer(
   };
 
   const shutdownSignal = new AbortController();
-  const routes = registerServices({
+  // One handler set: connect-es serves it as Connect, gRPC and gRPC-web, and
+  // the REST paths are bindings onto it, through the same interceptors.
+  const services = serviceImplementations({
     executor,
     store,
     log,
@@ -114,6 +117,8 @@ export async function startServer(
     facts,
     receiptKey: receiptKey.public,
   });
+  const interceptors = [rejectionInterceptor];
+  const routes = registerServices(services);
   // Refusals before an RPC runs are answered in the request's own protocol (docs/ERRORS.md).
   const refusals = new ProtocolRejections(routes);
   const connect = createConnectListener({
@@ -121,19 +126,16 @@ export async function startServer(
     logger,
     readMaxBytes: config.limits.maxBodyBytes,
     maxJsonDepth: config.limits.maxJsonDepth,
-    interceptors: [rejectionInterceptor],
+    interceptors,
     shutdownSignal: shutdownSignal.signal,
     fallback: (req, res) =>
       refusals.refuse(req, res, new Rejection("route_not_found", "no such path; see docs/API.md")),
   });
   const restRoute = createRestRoutes({
-    executor,
+    call: createUnaryCaller(services, interceptors),
     store,
-    facts,
     limits: config.limits,
     logger,
-    log,
-    receiptKey: receiptKey.public,
     logEntries: config.logEntries,
   });
 

@@ -1,3 +1,4 @@
+import type { DescService } from "@bufbuild/protobuf";
 import type { ConnectRouter } from "@connectrpc/connect";
 import { Health } from "../../gen/grpc/health/v1/health_pb.js";
 import { ServerReflection as ServerReflectionV1 } from "../../gen/grpc/reflection/v1/reflection_pb.js";
@@ -36,20 +37,34 @@ export const servedServices = [
   ServerReflectionV1alpha,
 ];
 
-export function registerServices(deps: ApiDependencies): (router: ConnectRouter) => void {
+/** A service and its implementation. */
+export interface ServedService {
+  readonly service: DescService;
+  readonly impl: object;
+}
+
+/** Every served service with its implementation: the one handler set behind every protocol and REST. */
+export function serviceImplementations(deps: ApiDependencies): readonly ServedService[] {
   const index = new DescriptorIndex(servedServices);
-  return (router) => {
-    router.service(ExecutionService, createExecutionService(deps));
-    router.service(InfoService, createInfoService(deps.facts));
-    router.service(TransparencyLogService, createTransparencyLogService(deps));
-    router.service(
-      Health,
-      createHealthService(
+  return [
+    { service: ExecutionService, impl: createExecutionService(deps) },
+    { service: InfoService, impl: createInfoService(deps.facts) },
+    { service: TransparencyLogService, impl: createTransparencyLogService(deps) },
+    {
+      service: Health,
+      impl: createHealthService(
         deps.facts,
         servedServices.map((s) => s.typeName),
       ),
-    );
-    router.service(ServerReflectionV1, createReflectionServiceV1(index));
-    router.service(ServerReflectionV1alpha, createReflectionServiceV1alpha(index));
+    },
+    { service: ServerReflectionV1, impl: createReflectionServiceV1(index) },
+    { service: ServerReflectionV1alpha, impl: createReflectionServiceV1alpha(index) },
+  ];
+}
+
+/** Registers `services` with a connect-es router (Connect, gRPC and gRPC-web). */
+export function registerServices(services: readonly ServedService[]): (router: ConnectRouter) => void {
+  return (router) => {
+    for (const { service, impl } of services) router.service(service, impl as never);
   };
 }

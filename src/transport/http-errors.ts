@@ -1,11 +1,11 @@
 import type { ServerResponse } from "node:http";
 import type { Http2ServerResponse } from "node:http2";
 import { toJson } from "@bufbuild/protobuf";
-import { Code } from "@connectrpc/connect";
+import { Code, type ConnectError } from "@connectrpc/connect";
 import { codeToHttpStatus } from "@connectrpc/connect/protocol-connect";
 import { SignedEnvelopeSchema } from "../../gen/openexec/v1/envelope_pb.js";
-import { reasonHeader } from "../api/connect-errors.js";
-import { signedReceiptOf } from "../api/execute-response.js";
+import { ErrorDetailSchema } from "../../gen/openexec/v1/error_pb.js";
+import { reasonHeader, reasonOf, rejectionToConnectError } from "../api/connect-errors.js";
 import type { Rejection, RejectionReason } from "../errors/reason.js";
 
 export type NodeResponse = ServerResponse | Http2ServerResponse;
@@ -20,11 +20,6 @@ const httpStatusOverrides: Partial<Record<RejectionReason, number>> = {
   method_not_allowed: 405,
   unsupported_media_type: 415,
 };
-
-/** The HTTP status of a rejection on the REST paths and for pre-RPC HTTP errors. */
-export function httpStatusOf(rejection: Rejection): number {
-  return httpStatusOverrides[rejection.reason] ?? codeToHttpStatus(rejection.code);
-}
 
 /** Connect's wire name of a code, e.g. "invalid_argument". */
 export function codeName(code: Code): string {
@@ -41,18 +36,36 @@ export function writeRejection(
   rejection: Rejection,
   extraHeaders: Record<string, string> = {},
 ): void {
-  const body: Record<string, unknown> = {
-    code: codeName(rejection.code),
-    reason: rejection.reason,
-    message: rejection.message,
-  };
-  if (rejection.attempt !== undefined) {
-    const { executionId, receipt } = rejection.attempt;
-    body.execution_id = executionId;
-    body.receipt = receipt.digest.toString("hex");
-    body.signed_receipt = toJson(SignedEnvelopeSchema, signedReceiptOf(receipt), { useProtoFieldName: true });
+  writeConnectError(res, rejectionToConnectError(rejection), extraHeaders);
+}
+
+/**
+ * The REST rendering of an error from the chain (every refusal is a
+ * ConnectError with its reason and ErrorDetail by then, src/api/connect-errors.ts):
+ * the status HTTP has for it, and the error shape above. An error without a
+ * reason is a bug, answered 500 without its message.
+ */
+export function writeConnectError(
+  res: NodeResponse,
+  error: ConnectError,
+  extraHeaders: Record<string, string> = {},
+): void {
+  const reason = reasonOf(error);
+  if (reason === undefined) {
+    writeJson(res, 500, { code: "internal", reason: "internal", message: "internal error" }, extraHeaders);
+    return;
   }
-  writeJson(res, httpStatusOf(rejection), body, { [reasonHeader]: rejection.reason, ...extraHeaders });
+  const [detail] = error.findDetails(ErrorDetailSchema);
+  const body: Record<string, unknown> = { code: codeName(error.code), reason, message: error.rawMessage };
+  if (detail !== undefined && detail.executionId !== "") {
+    body.execution_id = detail.executionId;
+    body.receipt = detail.receipt;
+    if (detail.signedReceipt !== undefined) {
+      body.signed_receipt = toJson(SignedEnvelopeSchema, detail.signedReceipt, { useProtoFieldName: true });
+    }
+  }
+  const status = httpStatusOverrides[reason as RejectionReason] ?? codeToHttpStatus(error.code);
+  writeJson(res, status, body, { [reasonHeader]: reason, ...extraHeaders });
 }
 
 export function writeJson(
