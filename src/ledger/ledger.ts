@@ -3,6 +3,8 @@ import type { JsonValue } from "@bufbuild/protobuf";
 import type { FailureReason, RejectionReason } from "../errors/reason.js";
 import type { EncodedReceipt } from "../receipts/receipt.js";
 import type { NoteSigner } from "../tlog/checkpoint.js";
+import type { LeafRange } from "../tlog/proof-plan.js";
+import { proofFromTiles } from "../tlog/tiled-tree.js";
 import { isStorageFault, LedgerBugError, StoreUnavailableError } from "./errors.js";
 import type { CheckpointRow, DenialRow, ExecutionRow, LedgerStorage, ReceiptRow } from "./ports.js";
 import {
@@ -184,6 +186,10 @@ export class Ledger implements LedgerStore {
 
   readTiles(ids: readonly { readonly level: number; readonly index: number }[]) {
     return this.#storage.readTiles(ids);
+  }
+
+  proofHashes(plan: readonly LeafRange[]): Promise<Buffer[]> {
+    return proofFromTiles(plan, this.#storage);
   }
 
   readEntries(start: number, end: number): Promise<Uint8Array[]> {

@@ -5,7 +5,6 @@ import type { LedgerStore, StoredCheckpoint } from "../ledger/store.js";
 import type { Logger } from "../log/logger.js";
 import { type NoteSigner, verifySignedCheckpoint } from "../tlog/checkpoint.js";
 import { consistencyPlan, inclusionPlan } from "../tlog/proof-plan.js";
-import { proofFromTiles } from "../tlog/tiled-tree.js";
 
 export interface InclusionProofAnswer {
   readonly logIndex: number;
@@ -127,7 +126,7 @@ export class TransparencyLog {
     return {
       logIndex,
       treeSize: checkpoint.treeSize,
-      hashes: await proofFromTiles(inclusionPlan(logIndex, checkpoint.treeSize), this.#store),
+      hashes: await this.#store.proofHashes(inclusionPlan(logIndex, checkpoint.treeSize)),
       checkpoint,
     };
   }
@@ -138,7 +137,7 @@ export class TransparencyLog {
     if (!(0 <= oldSize && oldSize <= newSize && newSize <= size)) {
       throw new Rejection("log_range_invalid", `sizes must satisfy 0 <= old_size <= new_size <= ${size}`);
     }
-    return proofFromTiles(consistencyPlan(oldSize, newSize), this.#store);
+    return this.#store.proofHashes(consistencyPlan(oldSize, newSize));
   }
 
   /** The latest checkpoint once it covers `logIndex`; a clear refusal if none does within the wait. */

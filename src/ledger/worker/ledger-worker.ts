@@ -27,6 +27,7 @@ const callable = new Set([
   "approvalIdOf",
   "logSize",
   "readTiles",
+  "proofHashes",
   "readEntries",
   "latestCheckpoint",
   "checkpointAt",

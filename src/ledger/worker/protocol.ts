@@ -68,7 +68,7 @@ export function deserializeError(error: SerializedError): Error {
   return rebuilt;
 }
 
-const asBuffer = (bytes: Uint8Array) => Buffer.from(bytes.buffer, bytes.byteOffset, bytes.length);
+export const asBuffer = (bytes: Uint8Array) => Buffer.from(bytes.buffer, bytes.byteOffset, bytes.length);
 
 /** Buffers back where the domain types have them (digests), after a structured clone. */
 export function rebuildRecord<T extends ExecutionRecord | DeniedAttempt | undefined>(record: T): T {

@@ -1,5 +1,6 @@
 import { Worker } from "node:worker_threads";
 import type { NoteSigner } from "../../tlog/checkpoint.js";
+import type { LeafRange } from "../../tlog/proof-plan.js";
 import { StoreUnavailableError } from "../errors.js";
 import type {
   Completion,
@@ -17,6 +18,7 @@ import type {
   UnloggedEntry,
 } from "../store.js";
 import {
+  asBuffer,
   deserializeError,
   rebuildCheckpoint,
   rebuildRecord,
@@ -131,6 +133,10 @@ export class WorkerLedger implements LedgerStore {
 
   async readTiles(ids: readonly { readonly level: number; readonly index: number }[]) {
     return (await this.#call("readTiles", ids)) as (Uint8Array | undefined)[];
+  }
+
+  async proofHashes(plan: readonly LeafRange[]): Promise<Buffer[]> {
+    return ((await this.#call("proofHashes", plan)) as Uint8Array[]).map(asBuffer);
   }
 
   async readEntries(start: number, end: number): Promise<Uint8Array[]> {
