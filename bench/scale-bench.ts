@@ -8,6 +8,10 @@
  *   - inclusion proof, consistency proof and bundle latency (p50, p99);
  *   - the longest stall of the event loop seen by a /health probe under proof load;
  *   - bytes per execution on disk, and the time of `openexec audit`.
+ * The servers run compiled, as installed (`bin/openexec.js`, `npm start`):
+ * the sources are built first (`npm run build`), so they are never stale.
+ * BENCH_SCALE_FROM_SOURCE=1 runs them from TypeScript through tsx instead,
+ * which adds tsx and esbuild to each thread (about 70 MB of RSS).
  * Figures go in docs/PERFORMANCE.md.
  */
 import { execFileSync } from "node:child_process";
@@ -25,7 +29,20 @@ import { percentile, postJson, runPhase } from "./load.js";
 import { makeScratchDir, removeScratchDir, type ServerChild, spawnServer } from "./processes.js";
 
 const packageRoot = fileURLToPath(new URL("..", import.meta.url));
-const entry = join(packageRoot, "src/cli/main.ts");
+const fromSource = process.env.BENCH_SCALE_FROM_SOURCE === "1";
+/** The CLI as `node` runs it: compiled (as installed), or from sources through tsx. */
+const cli = fromSource
+  ? ["--import", "tsx", join(packageRoot, "src/cli/main.ts")]
+  : [join(packageRoot, "dist/src/cli/main.js")];
+
+/** Compiles the sources to dist/ (npm run build), so the compiled server is this work tree's. */
+function build(): void {
+  if (fromSource) return;
+  execFileSync(process.execPath, [join(packageRoot, "node_modules/typescript/bin/tsc"), "-p", "tsconfig.build.json"], {
+    cwd: packageRoot,
+    stdio: "inherit",
+  });
+}
 
 /** Fills a ledger with `count` executed echo executions, in commits of `batch`. */
 async function preload(path: string, count: number): Promise<void> {
@@ -69,7 +86,7 @@ async function preload(path: string, count: number): Promise<void> {
 
 async function startServer(dbPath: string): Promise<{ server: ServerChild; readyMs: number }> {
   const started = performance.now();
-  const server = await spawnServer(["--import", "tsx", entry, "serve", "--host", "127.0.0.1", "--port", "0"], {
+  const server = await spawnServer([...cli, "serve", "--host", "127.0.0.1", "--port", "0"], {
     cwd: packageRoot,
     env: { PATH: process.env.PATH ?? "", OPENEXEC_DB_URL: `sqlite:///${dbPath}`, OPENEXEC_LOG_LEVEL: "warn" },
     startTimeoutMs: 120_000,
@@ -139,6 +156,7 @@ async function longestStall(url: string, work: Promise<unknown>): Promise<number
 export async function runScaleBench(): Promise<void> {
   const count = Number(process.env.BENCH_SCALE_N ?? 1_000_000);
   const seconds = Number(process.env.BENCH_SECONDS ?? 8);
+  build();
   const dir = makeScratchDir("openexec-scale-");
   try {
     const big = join(dir, "big.db");
@@ -190,7 +208,7 @@ export async function runScaleBench(): Promise<void> {
       const auditStarted = performance.now();
       let audit: string;
       try {
-        audit = execFileSync(process.execPath, ["--import", "tsx", entry, "audit", "--db", `sqlite:///${big}`], {
+        audit = execFileSync(process.execPath, [...cli, "audit", "--db", `sqlite:///${big}`], {
           cwd: packageRoot,
           encoding: "utf8",
           maxBuffer: 16 * 1024 * 1024,
@@ -201,7 +219,9 @@ export async function runScaleBench(): Promise<void> {
       const auditMs = performance.now() - auditStarted;
       const fmt = (sorted: number[]) =>
         `p50 ${percentile(sorted, 0.5).toFixed(1)} ms, p99 ${percentile(sorted, 0.99).toFixed(1)} ms`;
-      console.log(`scale: ${count} executions preloaded (${size} at the end)`);
+      console.log(
+        `scale: ${count} executions preloaded (${size} at the end); servers ${fromSource ? "from sources (tsx)" : "compiled (dist/)"}`,
+      );
       console.log(
         `ready after start: empty ${Math.round(emptyServer.readyMs)} ms, ${count} ${Math.round(bigServer.readyMs)} ms`,
       );
