@@ -3,7 +3,7 @@ import type { JsonValue } from "@bufbuild/protobuf";
 import type { FailureReason, RejectionReason } from "../errors/reason.js";
 import type { EncodedReceipt } from "../receipts/receipt.js";
 import type { NoteSigner } from "../tlog/checkpoint.js";
-import type { LeafRange } from "../tlog/proof-plan.js";
+import { inclusionPlan, type LeafRange } from "../tlog/proof-plan.js";
 import { proofFromTiles } from "../tlog/tiled-tree.js";
 import { isStorageFault, LedgerBugError, StoreUnavailableError } from "./errors.js";
 import type { CheckpointRow, DenialRow, ExecutionRow, LedgerStorage, ReceiptRow } from "./ports.js";
@@ -20,6 +20,7 @@ import type {
   DeniedAttempt,
   ExecutionRecord,
   FinishedExecution,
+  LatestInclusion,
   LedgerStore,
   LogEntry,
   RecordOutcome,
@@ -190,6 +191,12 @@ export class Ledger implements LedgerStore {
 
   proofHashes(plan: readonly LeafRange[]): Promise<Buffer[]> {
     return proofFromTiles(plan, this.#storage);
+  }
+
+  async latestInclusion(logIndex: number): Promise<LatestInclusion> {
+    const checkpoint = await this.latestCheckpoint();
+    if (checkpoint === undefined || logIndex >= checkpoint.treeSize) return { checkpoint, hashes: undefined };
+    return { checkpoint, hashes: await this.proofHashes(inclusionPlan(logIndex, checkpoint.treeSize)) };
   }
 
   readEntries(start: number, end: number): Promise<Uint8Array[]> {

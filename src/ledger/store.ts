@@ -53,6 +53,11 @@ export interface LedgerStore {
    * the hashes, never the tiles, come back. TileError when a tile is missing.
    */
   proofHashes(plan: readonly LeafRange[]): Promise<Buffer[]>;
+  /**
+   * The latest checkpoint and, when its tree holds leaf `logIndex`, that
+   * leaf's inclusion proof in it: what a receipt's inclusion asks, in one call.
+   */
+  latestInclusion(logIndex: number): Promise<LatestInclusion>;
   latestCheckpoint(): Promise<StoredCheckpoint | undefined>;
   checkpointAt(treeSize: number): Promise<StoredCheckpoint | undefined>;
   /** The log's entries (receipt bytes) at leaf indices [start, end), in order. */
@@ -186,6 +191,13 @@ export interface StoredCheckpoint {
   readonly rootHash: Buffer;
   /** The C2SP signed note. */
   readonly note: string;
+}
+
+/** The latest checkpoint, and a leaf's inclusion proof in its tree when it holds the leaf. */
+export interface LatestInclusion {
+  readonly checkpoint: StoredCheckpoint | undefined;
+  /** Undefined when there is no checkpoint yet, or it does not cover the leaf. */
+  readonly hashes: Buffer[] | undefined;
 }
 
 /** One leaf of the log and the receipt it should hash. */

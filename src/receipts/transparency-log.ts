@@ -116,7 +116,8 @@ export class TransparencyLog {
    * the leaf when the leaf is newer than the latest checkpoint.
    */
   async inclusionProof(logIndex: number, treeSize: number): Promise<InclusionProofAnswer> {
-    const checkpoint = treeSize === 0 ? await this.#covering(logIndex) : await this.#store.checkpointAt(treeSize);
+    if (treeSize === 0) return this.#covering(logIndex);
+    const checkpoint = await this.#store.checkpointAt(treeSize);
     if (checkpoint === undefined) {
       throw new Rejection("checkpoint_not_found", `no checkpoint was signed at tree size ${treeSize}`);
     }
@@ -140,12 +141,15 @@ export class TransparencyLog {
     return this.#store.proofHashes(consistencyPlan(oldSize, newSize));
   }
 
-  /** The latest checkpoint once it covers `logIndex`; a clear refusal if none does within the wait. */
-  async #covering(logIndex: number): Promise<StoredCheckpoint> {
+  /** The proof against the latest checkpoint once one covers `logIndex`; a clear refusal if none does within the wait. */
+  async #covering(logIndex: number): Promise<InclusionProofAnswer> {
     const deadline = Date.now() + coverageWaitMs;
     for (;;) {
-      const latest = await this.#store.latestCheckpoint();
-      if (latest !== undefined && latest.treeSize > logIndex) return latest;
+      // The checkpoint and the proof in one read: one call to the ledger's thread, not two.
+      const { checkpoint, hashes } = await this.#store.latestInclusion(logIndex);
+      if (checkpoint !== undefined && hashes !== undefined) {
+        return { logIndex, treeSize: checkpoint.treeSize, hashes, checkpoint };
+      }
       if (Date.now() >= deadline) {
         throw new Rejection(
           "checkpoint_pending",

@@ -28,6 +28,7 @@ const callable = new Set([
   "logSize",
   "readTiles",
   "proofHashes",
+  "latestInclusion",
   "readEntries",
   "latestCheckpoint",
   "checkpointAt",

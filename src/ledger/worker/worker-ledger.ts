@@ -8,6 +8,7 @@ import type {
   DeniedAttempt,
   ExecutionRecord,
   FinishedExecution,
+  LatestInclusion,
   LedgerStore,
   LogEntry,
   RecordOutcome,
@@ -137,6 +138,11 @@ export class WorkerLedger implements LedgerStore {
 
   async proofHashes(plan: readonly LeafRange[]): Promise<Buffer[]> {
     return ((await this.#call("proofHashes", plan)) as Uint8Array[]).map(asBuffer);
+  }
+
+  async latestInclusion(logIndex: number): Promise<LatestInclusion> {
+    const answer = (await this.#call("latestInclusion", logIndex)) as LatestInclusion;
+    return { checkpoint: rebuildCheckpoint(answer.checkpoint), hashes: answer.hashes?.map(asBuffer) };
   }
 
   async readEntries(start: number, end: number): Promise<Uint8Array[]> {
