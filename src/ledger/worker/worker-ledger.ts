@@ -23,6 +23,7 @@ import {
   deserializeError,
   rebuildCheckpoint,
   rebuildRecord,
+  TurnBatcher,
   type WorkerCall,
   type WorkerMessage,
   type WorkerStart,
@@ -43,6 +44,8 @@ export class WorkerLedger implements LedgerStore {
   readonly schemaVersion: number;
   readonly #worker: Worker;
   readonly #pending = new Map<number, { resolve: (value: unknown) => void; reject: (error: Error) => void }>();
+  /** The calls of this turn of the event loop, posted together at its end. */
+  readonly #calls: TurnBatcher<WorkerCall>;
   #nextId = 0;
   #leaseError: ((error: unknown) => void) | undefined;
   /** Set when the writer thread died: every later call fails with it. */
@@ -51,13 +54,16 @@ export class WorkerLedger implements LedgerStore {
   private constructor(worker: Worker, schemaVersion: number, hooks: WorkerLedgerHooks) {
     this.#worker = worker;
     this.schemaVersion = schemaVersion;
+    this.#calls = new TurnBatcher((calls) => {
+      if (this.#dead === undefined) worker.postMessage(calls);
+    });
     worker.on("message", (message: WorkerMessage) => {
       switch (message.kind) {
-        case "result":
-          this.#settle(message.id, (p) => p.resolve(message.value));
-          break;
-        case "error":
-          this.#settle(message.id, (p) => p.reject(deserializeError(message.error)));
+        case "answers":
+          for (const answer of message.answers) {
+            if (answer.kind === "result") this.#settle(answer.id, (p) => p.resolve(answer.value));
+            else this.#settle(answer.id, (p) => p.reject(deserializeError(answer.error)));
+          }
           break;
         case "warning":
           hooks.onWarning(message.message);
@@ -208,8 +214,7 @@ export class WorkerLedger implements LedgerStore {
     const id = this.#nextId++;
     return new Promise((resolve, reject) => {
       this.#pending.set(id, { resolve, reject });
-      const call: WorkerCall = { id, method, args };
-      this.#worker.postMessage(call);
+      this.#calls.push({ id, method, args });
     });
   }
 
