@@ -48,7 +48,7 @@ function build(): void {
 }
 
 /** Fills a ledger with `count` executed echo executions, in commits of `batch`. */
-async function preload(path: string, count: number): Promise<void> {
+export async function preload(path: string, count: number): Promise<void> {
   const pem = generateKeyPairSync("ed25519").privateKey.export({ format: "pem", type: "pkcs8" }).toString();
   writeFileSync(`${path}.receipt-key.pem`, pem, { mode: 0o600 });
   const key = loadReceiptKey(pem, "");
@@ -101,7 +101,7 @@ async function startServer(dbPath: string): Promise<{ server: ServerChild; ready
   return { server, readyMs: performance.now() - started };
 }
 
-function rssMb(pid: number | undefined): number {
+export function rssMb(pid: number | undefined): number {
   const status = readFileSync(`/proc/${pid}/status`, "utf8");
   return Number(/VmRSS:\s+(\d+)/.exec(status)?.[1] ?? 0) / 1024;
 }
@@ -127,7 +127,7 @@ async function executeRate(url: string, seconds: number, tag: string): Promise<n
 }
 
 /** Sequential GETs: latencies in ms, sorted. */
-async function latencies(urls: readonly string[]): Promise<number[]> {
+export async function latencies(urls: readonly string[]): Promise<number[]> {
   const out: number[] = [];
   for (const url of urls) {
     const started = performance.now();
@@ -140,7 +140,7 @@ async function latencies(urls: readonly string[]): Promise<number[]> {
 }
 
 /** The longest gap between /health answers while `work` runs: how long the event loop was held. */
-async function longestStall(url: string, work: Promise<unknown>): Promise<number> {
+export async function longestStall(url: string, work: Promise<unknown>): Promise<number> {
   let done = false;
   let longest = 0;
   const probe = (async () => {
