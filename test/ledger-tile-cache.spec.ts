@@ -2,6 +2,7 @@ import assert from "node:assert/strict";
 import { rmSync } from "node:fs";
 import { join } from "node:path";
 import { describe, it } from "node:test";
+import { openSqliteStorage } from "../src/ledger/sqlite-storage.js";
 import { SqliteLedgerStore } from "../src/ledger/sqlite-store.js";
 import { FullTileCache, fullTileBytes } from "../src/tlog/full-tile-cache.js";
 import { inclusionPlan } from "../src/tlog/proof-plan.js";
@@ -83,6 +84,27 @@ describe("SQLite: the full-tile cache", () => {
       await assert.rejects(ledger.proofHashes(inclusionPlan(5, 300)), { name: "StoreUnavailableError" });
     } finally {
       await ledger.close().catch(() => undefined);
+      dir.cleanup();
+    }
+  });
+
+  it("never remembers a tile read inside a transaction: it may roll back", async () => {
+    const dir = scratchDir();
+    const cache = new FullTileCache(8);
+    const storage = openSqliteStorage(join(dir.path, "ledger.db"), { fullTileCache: cache });
+    try {
+      const tile = { level: 0, index: 0, hashes: new Uint8Array(fullTileBytes).fill(9) };
+      await assert.rejects(
+        storage.transaction(async (tx) => {
+          await tx.appendLog([], [tile], 256);
+          assert.deepEqual((await tx.readTiles([{ level: 0, index: 0 }]))[0], tile.hashes);
+          throw new Error("roll back");
+        }),
+      );
+      assert.equal(cache.get(0, 0), undefined);
+      assert.deepEqual(await storage.readTiles([{ level: 0, index: 0 }]), [undefined]);
+    } finally {
+      await storage.close();
       dir.cleanup();
     }
   });
