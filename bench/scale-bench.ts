@@ -6,8 +6,15 @@
  *   - time from start to ready, and RSS;
  *   - Execute (REST) req/s against each, interleaved;
  *   - inclusion proof, consistency proof and bundle latency (p50, p99);
- *   - the longest stall of the event loop seen by a /health probe under proof load;
+ *   - the longest stall of the event loop seen by a /health probe under proof
+ *     load, in a second inclusion pass (its latencies are reported apart: the
+ *     probe shares this process's event loop with the proof requests, so they
+ *     wait behind its requests here, in the client, too);
  *   - bytes per execution on disk, and the time of `openexec audit`.
+ * The servers run compiled, as installed (`bin/openexec.js`, `npm start`):
+ * the sources are built first (`npm run build`), so they are never stale.
+ * BENCH_SCALE_FROM_SOURCE=1 runs them from TypeScript through tsx instead,
+ * which adds tsx and esbuild to each thread (about 70 MB of RSS).
  * Figures go in docs/PERFORMANCE.md.
  */
 import { execFileSync } from "node:child_process";
@@ -25,10 +32,23 @@ import { percentile, postJson, runPhase } from "./load.js";
 import { makeScratchDir, removeScratchDir, type ServerChild, spawnServer } from "./processes.js";
 
 const packageRoot = fileURLToPath(new URL("..", import.meta.url));
-const entry = join(packageRoot, "src/cli/main.ts");
+const fromSource = process.env.BENCH_SCALE_FROM_SOURCE === "1";
+/** The CLI as `node` runs it: compiled (as installed), or from sources through tsx. */
+const cli = fromSource
+  ? ["--import", "tsx", join(packageRoot, "src/cli/main.ts")]
+  : [join(packageRoot, "dist/src/cli/main.js")];
+
+/** Compiles the sources to dist/ (npm run build), so the compiled server is this work tree's. */
+function build(): void {
+  if (fromSource) return;
+  execFileSync(process.execPath, [join(packageRoot, "node_modules/typescript/bin/tsc"), "-p", "tsconfig.build.json"], {
+    cwd: packageRoot,
+    stdio: "inherit",
+  });
+}
 
 /** Fills a ledger with `count` executed echo executions, in commits of `batch`. */
-async function preload(path: string, count: number): Promise<void> {
+export async function preload(path: string, count: number): Promise<void> {
   const pem = generateKeyPairSync("ed25519").privateKey.export({ format: "pem", type: "pkcs8" }).toString();
   writeFileSync(`${path}.receipt-key.pem`, pem, { mode: 0o600 });
   const key = loadReceiptKey(pem, "");
@@ -69,7 +89,7 @@ async function preload(path: string, count: number): Promise<void> {
 
 async function startServer(dbPath: string): Promise<{ server: ServerChild; readyMs: number }> {
   const started = performance.now();
-  const server = await spawnServer(["--import", "tsx", entry, "serve", "--host", "127.0.0.1", "--port", "0"], {
+  const server = await spawnServer([...cli, "serve", "--host", "127.0.0.1", "--port", "0"], {
     cwd: packageRoot,
     env: { PATH: process.env.PATH ?? "", OPENEXEC_DB_URL: `sqlite:///${dbPath}`, OPENEXEC_LOG_LEVEL: "warn" },
     startTimeoutMs: 120_000,
@@ -81,7 +101,7 @@ async function startServer(dbPath: string): Promise<{ server: ServerChild; ready
   return { server, readyMs: performance.now() - started };
 }
 
-function rssMb(pid: number | undefined): number {
+export function rssMb(pid: number | undefined): number {
   const status = readFileSync(`/proc/${pid}/status`, "utf8");
   return Number(/VmRSS:\s+(\d+)/.exec(status)?.[1] ?? 0) / 1024;
 }
@@ -107,7 +127,7 @@ async function executeRate(url: string, seconds: number, tag: string): Promise<n
 }
 
 /** Sequential GETs: latencies in ms, sorted. */
-async function latencies(urls: readonly string[]): Promise<number[]> {
+export async function latencies(urls: readonly string[]): Promise<number[]> {
   const out: number[] = [];
   for (const url of urls) {
     const started = performance.now();
@@ -120,7 +140,7 @@ async function latencies(urls: readonly string[]): Promise<number[]> {
 }
 
 /** The longest gap between /health answers while `work` runs: how long the event loop was held. */
-async function longestStall(url: string, work: Promise<unknown>): Promise<number> {
+export async function longestStall(url: string, work: Promise<unknown>): Promise<number> {
   let done = false;
   let longest = 0;
   const probe = (async () => {
@@ -139,22 +159,29 @@ async function longestStall(url: string, work: Promise<unknown>): Promise<number
 export async function runScaleBench(): Promise<void> {
   const count = Number(process.env.BENCH_SCALE_N ?? 1_000_000);
   const seconds = Number(process.env.BENCH_SECONDS ?? 8);
+  build();
   const dir = makeScratchDir("openexec-scale-");
   try {
     const big = join(dir, "big.db");
     const empty = join(dir, "empty.db");
     await preload(big, count);
     await preload(empty, 0);
-    const ids = (() => {
+    // Three disjoint sets of 200, spread over the log: each pass below proves leaves no earlier pass read.
+    const spread = (() => {
       const db = new Database(big, { readonly: true });
       const rows = db
         .prepare<[number], { execution_id: string }>(
-          "SELECT execution_id FROM executions WHERE rowid % ? = 0 LIMIT 200",
+          "SELECT execution_id FROM executions WHERE rowid % ? = 0 LIMIT 600",
         )
-        .all(Math.max(1, Math.floor(count / 200)));
+        .all(Math.max(1, Math.floor(count / 600)));
       db.close();
       return rows.map((row) => row.execution_id);
     })();
+    const ids = {
+      alone: spread.filter((_, i) => i % 3 === 0),
+      probed: spread.filter((_, i) => i % 3 === 1),
+      bundles: spread.filter((_, i) => i % 3 === 2),
+    };
 
     const bigServer = await startServer(big);
     const emptyServer = await startServer(empty);
@@ -167,15 +194,16 @@ export async function runScaleBench(): Promise<void> {
       const sum = (values: number[]) => values.reduce((a, b) => a + b, 0);
       const size = count + Math.round((sum(rates.big) * seconds) / 2);
       const url = bigServer.server.url;
-      const inclusion = latencies(ids.map((id) => `${url}/log/inclusion?exec_id=${id}`));
-      const stall = await longestStall(url, inclusion);
+      const inclusionMs = await latencies(ids.alone.map((id) => `${url}/log/inclusion?exec_id=${id}`));
+      const probed = latencies(ids.probed.map((id) => `${url}/log/inclusion?exec_id=${id}`));
+      const stall = await longestStall(url, probed);
+      const probedMs = await probed;
       const consistency = await latencies(
-        ids
-          .slice(0, 100)
-          .map((_, i) => `${url}/log/consistency?old_size=${1 + i * Math.floor(count / 100)}&new_size=${count}`),
+        Array.from({ length: 100 }).map(
+          (_, i) => `${url}/log/consistency?old_size=${1 + i * Math.floor(count / 100)}&new_size=${count}`,
+        ),
       );
-      const bundles = await latencies(ids.map((id) => `${url}/receipts/bundle?exec_id=${id}`));
-      const inclusionMs = await inclusion;
+      const bundles = await latencies(ids.bundles.map((id) => `${url}/receipts/bundle?exec_id=${id}`));
       const rss = rssMb(bigServer.server.child.pid);
       const emptyRss = rssMb(emptyServer.server.child.pid);
       await bigServer.server.stop();
@@ -190,7 +218,7 @@ export async function runScaleBench(): Promise<void> {
       const auditStarted = performance.now();
       let audit: string;
       try {
-        audit = execFileSync(process.execPath, ["--import", "tsx", entry, "audit", "--db", `sqlite:///${big}`], {
+        audit = execFileSync(process.execPath, [...cli, "audit", "--db", `sqlite:///${big}`], {
           cwd: packageRoot,
           encoding: "utf8",
           maxBuffer: 16 * 1024 * 1024,
@@ -201,14 +229,19 @@ export async function runScaleBench(): Promise<void> {
       const auditMs = performance.now() - auditStarted;
       const fmt = (sorted: number[]) =>
         `p50 ${percentile(sorted, 0.5).toFixed(1)} ms, p99 ${percentile(sorted, 0.99).toFixed(1)} ms`;
-      console.log(`scale: ${count} executions preloaded (${size} at the end)`);
+      console.log(
+        `scale: ${count} executions preloaded (${size} at the end); servers ${fromSource ? "from sources (tsx)" : "compiled (dist/)"}`,
+      );
       console.log(
         `ready after start: empty ${Math.round(emptyServer.readyMs)} ms, ${count} ${Math.round(bigServer.readyMs)} ms`,
       );
       console.log(
         `Execute (REST, c=32): empty ${Math.round(sum(rates.empty) / 2)} req/s, ${count} ${Math.round(sum(rates.big) / 2)} req/s, ratio ${(sum(rates.big) / sum(rates.empty)).toFixed(2)}x`,
       );
-      console.log(`inclusion proofs: ${fmt(inclusionMs)}; longest /health stall meanwhile ${stall.toFixed(1)} ms`);
+      console.log(`inclusion proofs: ${fmt(inclusionMs)}`);
+      console.log(
+        `inclusion proofs under a /health probe: ${fmt(probedMs)}; longest /health answer meanwhile ${stall.toFixed(1)} ms`,
+      );
       console.log(`consistency proofs: ${fmt(consistency)}`);
       console.log(`bundles: ${fmt(bundles)}`);
       console.log(`RSS after load: empty ${emptyRss.toFixed(0)} MB, ${count} ${rss.toFixed(0)} MB`);

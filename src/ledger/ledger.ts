@@ -3,6 +3,8 @@ import type { JsonValue } from "@bufbuild/protobuf";
 import type { FailureReason, RejectionReason } from "../errors/reason.js";
 import type { EncodedReceipt } from "../receipts/receipt.js";
 import type { NoteSigner } from "../tlog/checkpoint.js";
+import { inclusionPlan, type LeafRange } from "../tlog/proof-plan.js";
+import { proofFromTiles } from "../tlog/tiled-tree.js";
 import { isStorageFault, LedgerBugError, StoreUnavailableError } from "./errors.js";
 import type { CheckpointRow, DenialRow, ExecutionRow, LedgerStorage, ReceiptRow } from "./ports.js";
 import {
@@ -18,6 +20,7 @@ import type {
   DeniedAttempt,
   ExecutionRecord,
   FinishedExecution,
+  LatestInclusion,
   LedgerStore,
   LogEntry,
   RecordOutcome,
@@ -186,6 +189,16 @@ export class Ledger implements LedgerStore {
 
   readTiles(ids: readonly { readonly level: number; readonly index: number }[]) {
     return this.#storage.readTiles(ids);
+  }
+
+  proofHashes(plan: readonly LeafRange[]): Promise<Buffer[]> {
+    return proofFromTiles(plan, this.#storage);
+  }
+
+  async latestInclusion(logIndex: number): Promise<LatestInclusion> {
+    const checkpoint = await this.latestCheckpoint();
+    if (checkpoint === undefined || logIndex >= checkpoint.treeSize) return { checkpoint, hashes: undefined };
+    return { checkpoint, hashes: await this.proofHashes(inclusionPlan(logIndex, checkpoint.treeSize)) };
   }
 
   readEntries(start: number, end: number): Promise<Uint8Array[]> {

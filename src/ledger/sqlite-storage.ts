@@ -1,6 +1,7 @@
 import { mkdirSync } from "node:fs";
 import { dirname } from "node:path";
 import Database from "better-sqlite3";
+import { FullTileCache } from "../tlog/full-tile-cache.js";
 import { TreeEdge } from "../tlog/tiled-tree.js";
 import {
   isStorageFault,
@@ -42,6 +43,12 @@ interface StorageWatch {
   readonly onWarning: ((message: string) => void) | undefined;
 }
 
+/** What the storage keeps in memory. */
+interface StorageCaches {
+  /** Committed full tiles, served without a query (every read still checks the file first). */
+  readonly fullTiles: FullTileCache;
+}
+
 /**
  * The ledger's rows in one SQLite file, behind the storage ports: it persists
  * and reads, nothing else. Transactions are serialised on the one connection,
@@ -53,6 +60,7 @@ export class SqliteStorage implements LedgerStorage {
   readonly #db: Database.Database;
   readonly #sql;
   readonly #watch: StorageWatch;
+  readonly #fullTiles: FullTileCache;
   /** The transaction in progress, if any: reads and the next transaction wait for it. */
   #busy: Promise<unknown> | undefined;
   /** Set once the ledger file is gone or replaced: every later request fails until restart. */
@@ -60,10 +68,16 @@ export class SqliteStorage implements LedgerStorage {
   /** The storage fault of the last transaction, until a write (or the readiness probe) commits. */
   #writeFailure: unknown;
 
-  constructor(db: Database.Database, schemaVersion: number, watch: StorageWatch) {
+  constructor(
+    db: Database.Database,
+    schemaVersion: number,
+    watch: StorageWatch,
+    caches: StorageCaches = { fullTiles: new FullTileCache() },
+  ) {
     this.#db = db;
     this.schemaVersion = schemaVersion;
     this.#watch = watch;
+    this.#fullTiles = caches.fullTiles;
     this.#sql = {
       byKey: db.prepare<[string, string], ExecutionColumns>(
         "SELECT * FROM executions WHERE tenant_id = ? AND nonce = ?",
@@ -200,7 +214,8 @@ export class SqliteStorage implements LedgerStorage {
       readLogSize: async () => sql.logSize.get()?.size ?? 0,
       claimPublication: async () => true,
       latestCheckpoint: async () => fromCheckpoint(sql.latestCheckpoint.get()),
-      readTiles: async (ids) => this.#tiles(ids),
+      // Not remembered: a tile this transaction wrote is not committed yet.
+      readTiles: async (ids) => this.#tiles(ids, false),
       appendLog: async (leaves, tiles, size) => this.#appendLog(leaves, tiles, size),
       insertCheckpoint: async (row) => {
         sql.insertCheckpoint.run(row.treeSize, Buffer.from(row.rootHash), row.note, Date.now());
@@ -281,8 +296,22 @@ export class SqliteStorage implements LedgerStorage {
     this.#sql.setLogSize.run(size);
   }
 
-  #tiles(ids: readonly { readonly level: number; readonly index: number }[]): (Uint8Array | undefined)[] {
-    return ids.map((id) => this.#sql.tile.get(id.level, id.index)?.hashes);
+  /**
+   * Full tiles from the cache when held, the rest from the table; `remember`
+   * only for reads of committed rows (outside any transaction), so that a
+   * rolled-back tile can never be served later.
+   */
+  #tiles(
+    ids: readonly { readonly level: number; readonly index: number }[],
+    remember: boolean,
+  ): (Uint8Array | undefined)[] {
+    return ids.map((id) => {
+      const cached = this.#fullTiles.get(id.level, id.index);
+      if (cached !== undefined) return cached;
+      const stored = this.#sql.tile.get(id.level, id.index)?.hashes;
+      if (remember && stored !== undefined) this.#fullTiles.remember(id.level, id.index, stored);
+      return stored;
+    });
   }
 
   async findExecution(tenantId: string, nonce: string): Promise<ExecutionRow | undefined> {
@@ -305,7 +334,8 @@ export class SqliteStorage implements LedgerStorage {
   }
 
   async readTiles(ids: readonly { readonly level: number; readonly index: number }[]) {
-    return this.#read(() => this.#tiles(ids));
+    // #read checks the ledger file before the cache is asked: a removed ledger serves nothing.
+    return this.#read(() => this.#tiles(ids, true));
   }
 
   async readEntries(start: number, end: number): Promise<Uint8Array[]> {
@@ -428,6 +458,8 @@ function toReceiptColumns(receipt: ReceiptRow | undefined) {
 export interface SqliteOpenOptions {
   /** Hears about a ledger open to group or others, and about the file going away later. */
   readonly onWarning?: (message: string) => void;
+  /** Where committed full tiles are kept (default: a new cache of the default size). */
+  readonly fullTileCache?: FullTileCache;
 }
 
 /**
@@ -450,10 +482,12 @@ export function openSqliteStorage(path: string, options: SqliteOpenOptions = {})
     db.pragma("synchronous = FULL");
     const version = migrateSqlite(db);
     backfillTiles(db);
-    const storage = new SqliteStorage(db, version, {
-      file: new LedgerFileIdentity(path),
-      onWarning: options.onWarning,
-    });
+    const storage = new SqliteStorage(
+      db,
+      version,
+      { file: new LedgerFileIdentity(path), onWarning: options.onWarning },
+      { fullTiles: options.fullTileCache ?? new FullTileCache() },
+    );
     storage.probeWrite();
     return storage;
   } catch (error) {

@@ -2,6 +2,7 @@ import type { JsonValue } from "@bufbuild/protobuf";
 import type { FailureReason, RejectionReason } from "../errors/reason.js";
 import type { EncodedReceipt } from "../receipts/receipt.js";
 import type { NoteSigner } from "../tlog/checkpoint.js";
+import type { LeafRange } from "../tlog/proof-plan.js";
 import type { LedgerEffect } from "./recorder.js";
 
 export { isStoreFailure, LedgerBugError, StoreUnavailableError } from "./errors.js";
@@ -46,6 +47,17 @@ export interface LedgerStore {
   logSize(): Promise<number>;
   /** The newest stored version of each tile (C2SP tlog-tiles); undefined where none is stored. */
   readTiles(ids: readonly { readonly level: number; readonly index: number }[]): Promise<(Uint8Array | undefined)[]>;
+  /**
+   * The proof elements of `plan` (the MTH of each range) from the stored
+   * tiles, computed where the tiles are read: one call per proof, and only
+   * the hashes, never the tiles, come back. TileError when a tile is missing.
+   */
+  proofHashes(plan: readonly LeafRange[]): Promise<Buffer[]>;
+  /**
+   * The latest checkpoint and, when its tree holds leaf `logIndex`, that
+   * leaf's inclusion proof in it: what a receipt's inclusion asks, in one call.
+   */
+  latestInclusion(logIndex: number): Promise<LatestInclusion>;
   latestCheckpoint(): Promise<StoredCheckpoint | undefined>;
   checkpointAt(treeSize: number): Promise<StoredCheckpoint | undefined>;
   /** The log's entries (receipt bytes) at leaf indices [start, end), in order. */
@@ -188,6 +200,13 @@ export interface StoredCheckpoint {
   readonly rootHash: Buffer;
   /** The C2SP signed note. */
   readonly note: string;
+}
+
+/** The latest checkpoint, and a leaf's inclusion proof in its tree when it holds the leaf. */
+export interface LatestInclusion {
+  readonly checkpoint: StoredCheckpoint | undefined;
+  /** Undefined when there is no checkpoint yet, or it does not cover the leaf. */
+  readonly hashes: Buffer[] | undefined;
 }
 
 /** One leaf of the log and the receipt it should hash. */

@@ -5,7 +5,6 @@ import type { LedgerStore, StoredCheckpoint } from "../ledger/store.js";
 import type { Logger } from "../log/logger.js";
 import { type NoteSigner, verifySignedCheckpoint } from "../tlog/checkpoint.js";
 import { consistencyPlan, inclusionPlan } from "../tlog/proof-plan.js";
-import { proofFromTiles } from "../tlog/tiled-tree.js";
 
 export interface InclusionProofAnswer {
   readonly logIndex: number;
@@ -125,7 +124,8 @@ export class TransparencyLog {
    * the leaf when the leaf is newer than the latest checkpoint.
    */
   async inclusionProof(logIndex: number, treeSize: number): Promise<InclusionProofAnswer> {
-    const checkpoint = treeSize === 0 ? await this.#covering(logIndex) : await this.#store.checkpointAt(treeSize);
+    if (treeSize === 0) return this.#covering(logIndex);
+    const checkpoint = await this.#store.checkpointAt(treeSize);
     if (checkpoint === undefined) {
       throw new Rejection("checkpoint_not_found", `no checkpoint was signed at tree size ${treeSize}`);
     }
@@ -135,7 +135,7 @@ export class TransparencyLog {
     return {
       logIndex,
       treeSize: checkpoint.treeSize,
-      hashes: await proofFromTiles(inclusionPlan(logIndex, checkpoint.treeSize), this.#store),
+      hashes: await this.#store.proofHashes(inclusionPlan(logIndex, checkpoint.treeSize)),
       checkpoint,
     };
   }
@@ -146,15 +146,18 @@ export class TransparencyLog {
     if (!(0 <= oldSize && oldSize <= newSize && newSize <= size)) {
       throw new Rejection("log_range_invalid", `sizes must satisfy 0 <= old_size <= new_size <= ${size}`);
     }
-    return proofFromTiles(consistencyPlan(oldSize, newSize), this.#store);
+    return this.#store.proofHashes(consistencyPlan(oldSize, newSize));
   }
 
-  /** The latest checkpoint once it covers `logIndex`; a clear refusal if none does within the wait. */
-  async #covering(logIndex: number): Promise<StoredCheckpoint> {
+  /** The proof against the latest checkpoint once one covers `logIndex`; a clear refusal if none does within the wait. */
+  async #covering(logIndex: number): Promise<InclusionProofAnswer> {
     const deadline = Date.now() + coverageWaitMs;
     for (;;) {
-      const latest = await this.#store.latestCheckpoint();
-      if (latest !== undefined && latest.treeSize > logIndex) return latest;
+      // The checkpoint and the proof in one read: one call to the ledger's thread, not two.
+      const { checkpoint, hashes } = await this.#store.latestInclusion(logIndex);
+      if (checkpoint !== undefined && hashes !== undefined) {
+        return { logIndex, treeSize: checkpoint.treeSize, hashes, checkpoint };
+      }
       if (Date.now() >= deadline) {
         throw new Rejection(
           "checkpoint_pending",

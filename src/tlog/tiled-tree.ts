@@ -1,3 +1,4 @@
+import { fullTileBytes } from "./full-tile-cache.js";
 import { emptyRoot, hashSize, nodeHash } from "./merkle-tree.js";
 import { type LeafRange, rangeNodes, type TreeNode } from "./proof-plan.js";
 import { hashesAtLevel, tileHeight, tileWidth } from "./tile-path.js";
@@ -12,7 +13,11 @@ export interface TileHashes {
 
 /** Where stored tiles are read from: the newest stored version of each (a tile only ever grows). */
 export interface TileReader {
-  /** One entry per id, undefined when no such tile is stored. */
+  /**
+   * One entry per id, undefined when no such tile is stored. The bytes
+   * returned are never modified afterwards (by anyone): a full tile's interior
+   * nodes are remembered by its bytes object.
+   */
   readTiles(ids: readonly { readonly level: number; readonly index: number }[]): Promise<(Uint8Array | undefined)[]>;
 }
 
@@ -128,14 +133,53 @@ export async function proofFromTiles(plan: readonly LeafRange[], reader: TileRea
         if (tile === undefined || tile.length < end) {
           throw new TileError(`tile ${place.level}/${place.tile} is missing or too short for this proof`);
         }
-        const hashes: Buffer[] = [];
-        for (let at = place.offset * hashSize; at < end; at += hashSize) {
-          hashes.push(Buffer.from(tile.subarray(at, at + hashSize)));
-        }
+        if (tile.length === fullTileBytes) return fullTileNode(tile, place.offset, place.lift);
+        // Views, not copies: nodeHash copies its inputs, and only the folded roots are kept.
+        const hashes: Uint8Array[] = [];
+        for (let at = place.offset * hashSize; at < end; at += hashSize) hashes.push(tile.subarray(at, at + hashSize));
         return foldLevels(hashes, place.lift);
       }),
     ),
   );
+}
+
+/**
+ * The interior nodes of full tiles, by the tile's bytes: lift 1 (128 hashes)
+ * then lift 2 (64) ... up to lift 8 (the tile's root), 255 hashes in one
+ * buffer. A full tile never changes, so neither do these; keyed by the bytes
+ * object itself, they live exactly as long as whoever holds the tile (the
+ * storage's full-tile cache), and the upper tiles every proof crosses are
+ * hashed once, not once per proof.
+ */
+const fullTileNodes = new WeakMap<Uint8Array, Buffer>();
+
+/** The root of the 2^lift hashes from `offset` (a multiple of 2^lift) of a full tile: a copy. */
+function fullTileNode(tile: Uint8Array, offset: number, lift: number): Buffer {
+  if (lift === 0) return Buffer.from(tile.subarray(offset * hashSize, (offset + 1) * hashSize));
+  let nodes = fullTileNodes.get(tile);
+  if (nodes === undefined) {
+    nodes = Buffer.alloc((tileWidth - 1) * hashSize);
+    let below = tile;
+    let at = 0;
+    for (let width = tileWidth / 2; width >= 1; width /= 2) {
+      const level = nodes.subarray(at * hashSize, (at + width) * hashSize);
+      for (let j = 0; j < width; j++) {
+        level.set(
+          nodeHash(
+            below.subarray(2 * j * hashSize, (2 * j + 1) * hashSize),
+            below.subarray((2 * j + 1) * hashSize, (2 * j + 2) * hashSize),
+          ),
+          j * hashSize,
+        );
+      }
+      below = level;
+      at += width;
+    }
+    fullTileNodes.set(tile, nodes);
+  }
+  // Lift L starts after the 128 + 64 + ... hashes of lifts 1..L-1: 256 - 2^(9-L).
+  const index = tileWidth - 2 ** (tileHeight + 1 - lift) + (offset >> lift);
+  return Buffer.from(nodes.subarray(index * hashSize, (index + 1) * hashSize));
 }
 
 /** Where a complete subtree's hashes sit: `span` entries from `offset` in tile (level, tile), hashed up `lift` levels. */
@@ -156,15 +200,16 @@ function placeOf(node: TreeNode): NodePlace {
 }
 
 /** The root of 2^levels hashes of one tree level: pair neighbours, `levels` times. */
-function foldLevels(hashes: readonly Buffer[], levels: number): Buffer {
+function foldLevels(hashes: readonly Uint8Array[], levels: number): Buffer {
   let level = hashes;
   for (let i = 0; i < levels; i++) {
     const up: Buffer[] = [];
-    for (let j = 0; j + 1 < level.length; j += 2) up.push(nodeHash(level[j] as Buffer, level[j + 1] as Buffer));
+    for (let j = 0; j + 1 < level.length; j += 2) up.push(nodeHash(level[j] as Uint8Array, level[j + 1] as Uint8Array));
     level = up;
   }
   if (level.length !== 1) throw new TileError("a subtree must fold to one hash");
-  return level[0] as Buffer;
+  // Unfolded, the one hash may be a view into a tile: the caller gets its own copy.
+  return levels === 0 ? Buffer.from(level[0] as Uint8Array) : (level[0] as Buffer);
 }
 
 /** node(n1, node(n2, ... nk)): the root of a range from its complete subtrees, left to right. */

@@ -8,12 +8,21 @@ import { parentPort, workerData } from "node:worker_threads";
 import { loadReceiptKey } from "../../receipts/receipt-key.js";
 import type { Ledger } from "../ledger.js";
 import { SqliteLedgerStore } from "../sqlite-store.js";
-import { serializeError, type WorkerCall, type WorkerMessage, type WorkerStart } from "./protocol.js";
+import {
+  serializeError,
+  TurnBatcher,
+  type WorkerAnswer,
+  type WorkerCall,
+  type WorkerCalls,
+  type WorkerMessage,
+  type WorkerStart,
+} from "./protocol.js";
 
 const port = parentPort;
 if (port === null) throw new Error("ledger-worker runs as a worker thread");
 const start = workerData as WorkerStart;
 const post = (message: WorkerMessage) => port.postMessage(message);
+const answers = new TurnBatcher<WorkerAnswer>((batch) => post({ kind: "answers", answers: batch }));
 
 /** Methods of the Ledger the main thread may call, by name: nothing else is reachable. */
 const callable = new Set([
@@ -27,6 +36,8 @@ const callable = new Set([
   "approvalIdOf",
   "logSize",
   "readTiles",
+  "proofHashes",
+  "latestInclusion",
   "readEntries",
   "latestCheckpoint",
   "checkpointAt",
@@ -66,11 +77,13 @@ try {
     const method = (ledger as unknown as Record<string, (...args: unknown[]) => Promise<unknown>>)[call.method];
     return method?.apply(ledger, [...call.args]);
   };
-  port.on("message", (call: WorkerCall) => {
-    answer(call).then(
-      (value) => post({ kind: "result", id: call.id, value }),
-      (error: unknown) => post({ kind: "error", id: call.id, error: serializeError(error) }),
-    );
+  port.on("message", (calls: WorkerCalls) => {
+    for (const call of calls) {
+      answer(call).then(
+        (value) => answers.push({ kind: "result", id: call.id, value }),
+        (error: unknown) => answers.push({ kind: "error", id: call.id, error: serializeError(error) }),
+      );
+    }
   });
   post({ kind: "ready", schemaVersion: ledger.schemaVersion });
 } catch (error) {

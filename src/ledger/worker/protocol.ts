@@ -23,13 +23,51 @@ export interface WorkerCall {
   readonly args: readonly unknown[];
 }
 
+/**
+ * What the main thread posts: the calls made during one turn of its event
+ * loop, in order (one message per turn, not one per call: each message costs
+ * a wake-up of the other thread).
+ */
+export type WorkerCalls = readonly WorkerCall[];
+
+/** The answer to one call. */
+export type WorkerAnswer =
+  | { readonly kind: "result"; readonly id: number; readonly value: unknown }
+  | { readonly kind: "error"; readonly id: number; readonly error: SerializedError };
+
 export type WorkerMessage =
   | { readonly kind: "ready"; readonly schemaVersion: number }
   | { readonly kind: "failed"; readonly error: SerializedError }
-  | { readonly kind: "result"; readonly id: number; readonly value: unknown }
-  | { readonly kind: "error"; readonly id: number; readonly error: SerializedError }
+  /** The answers settled during one turn of the writer's event loop (a group commit answers many at once). */
+  | { readonly kind: "answers"; readonly answers: readonly WorkerAnswer[] }
   | { readonly kind: "warning"; readonly message: string }
   | { readonly kind: "lease_error"; readonly error: SerializedError };
+
+/**
+ * Collects items and posts them as one array at the end of the current turn
+ * of the event loop (setImmediate: after every I/O callback of this turn).
+ */
+export class TurnBatcher<T> {
+  readonly #post: (items: T[]) => void;
+  #items: T[] = [];
+
+  constructor(post: (items: T[]) => void) {
+    this.#post = post;
+  }
+
+  push(item: T): void {
+    this.#items.push(item);
+    if (this.#items.length === 1) setImmediate(() => this.flush());
+  }
+
+  /** Posts what is queued now (nothing when empty). */
+  flush(): void {
+    if (this.#items.length === 0) return;
+    const items = this.#items;
+    this.#items = [];
+    this.#post(items);
+  }
+}
 
 export interface SerializedError {
   readonly name: string;
@@ -68,7 +106,7 @@ export function deserializeError(error: SerializedError): Error {
   return rebuilt;
 }
 
-const asBuffer = (bytes: Uint8Array) => Buffer.from(bytes.buffer, bytes.byteOffset, bytes.length);
+export const asBuffer = (bytes: Uint8Array) => Buffer.from(bytes.buffer, bytes.byteOffset, bytes.length);
 
 /** Buffers back where the domain types have them (digests), after a structured clone. */
 export function rebuildRecord<T extends ExecutionRecord | DeniedAttempt | undefined>(record: T): T {

@@ -1,5 +1,6 @@
 import { Worker } from "node:worker_threads";
 import type { NoteSigner } from "../../tlog/checkpoint.js";
+import type { LeafRange } from "../../tlog/proof-plan.js";
 import { StoreUnavailableError } from "../errors.js";
 import type {
   Completion,
@@ -7,6 +8,7 @@ import type {
   DeniedAttempt,
   ExecutionRecord,
   FinishedExecution,
+  LatestInclusion,
   LedgerStore,
   LogEntry,
   RecordOutcome,
@@ -17,9 +19,11 @@ import type {
   UnloggedEntry,
 } from "../store.js";
 import {
+  asBuffer,
   deserializeError,
   rebuildCheckpoint,
   rebuildRecord,
+  TurnBatcher,
   type WorkerCall,
   type WorkerMessage,
   type WorkerStart,
@@ -40,6 +44,8 @@ export class WorkerLedger implements LedgerStore {
   readonly schemaVersion: number;
   readonly #worker: Worker;
   readonly #pending = new Map<number, { resolve: (value: unknown) => void; reject: (error: Error) => void }>();
+  /** The calls of this turn of the event loop, posted together at its end. */
+  readonly #calls: TurnBatcher<WorkerCall>;
   #nextId = 0;
   #leaseError: ((error: unknown) => void) | undefined;
   /** Set when the writer thread died: every later call fails with it. */
@@ -48,13 +54,16 @@ export class WorkerLedger implements LedgerStore {
   private constructor(worker: Worker, schemaVersion: number, hooks: WorkerLedgerHooks) {
     this.#worker = worker;
     this.schemaVersion = schemaVersion;
+    this.#calls = new TurnBatcher((calls) => {
+      if (this.#dead === undefined) worker.postMessage(calls);
+    });
     worker.on("message", (message: WorkerMessage) => {
       switch (message.kind) {
-        case "result":
-          this.#settle(message.id, (p) => p.resolve(message.value));
-          break;
-        case "error":
-          this.#settle(message.id, (p) => p.reject(deserializeError(message.error)));
+        case "answers":
+          for (const answer of message.answers) {
+            if (answer.kind === "result") this.#settle(answer.id, (p) => p.resolve(answer.value));
+            else this.#settle(answer.id, (p) => p.reject(deserializeError(answer.error)));
+          }
           break;
         case "warning":
           hooks.onWarning(message.message);
@@ -133,6 +142,15 @@ export class WorkerLedger implements LedgerStore {
     return (await this.#call("readTiles", ids)) as (Uint8Array | undefined)[];
   }
 
+  async proofHashes(plan: readonly LeafRange[]): Promise<Buffer[]> {
+    return ((await this.#call("proofHashes", plan)) as Uint8Array[]).map(asBuffer);
+  }
+
+  async latestInclusion(logIndex: number): Promise<LatestInclusion> {
+    const answer = (await this.#call("latestInclusion", logIndex)) as LatestInclusion;
+    return { checkpoint: rebuildCheckpoint(answer.checkpoint), hashes: answer.hashes?.map(asBuffer) };
+  }
+
   async readEntries(start: number, end: number): Promise<Uint8Array[]> {
     return (await this.#call("readEntries", start, end)) as Uint8Array[];
   }
@@ -203,8 +221,7 @@ export class WorkerLedger implements LedgerStore {
     const id = this.#nextId++;
     return new Promise((resolve, reject) => {
       this.#pending.set(id, { resolve, reject });
-      const call: WorkerCall = { id, method, args };
-      this.#worker.postMessage(call);
+      this.#calls.push({ id, method, args });
     });
   }
 
