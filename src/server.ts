@@ -16,10 +16,15 @@ import { SqliteLedgerStore } from "./ledger/sqlite-store.js";
 import type { LedgerStore } from "./ledger/store.js";
 import { WorkerLedger } from "./ledger/worker/worker-ledger.js";
 import type { Logger } from "./log/logger.js";
+import { withAccessLog } from "./observability/access-log.js";
+import { ServerMetrics } from "./observability/metrics.js";
+import { listenMetrics, serveMetrics } from "./observability/metrics-endpoint.js";
+import { observingInterceptor } from "./observability/rpc-observer.js";
 import { loadReceiptKey, type ReceiptKey } from "./receipts/receipt-key.js";
 import { TransparencyLog } from "./receipts/transparency-log.js";
 import { createConnectListener } from "./transport/connect-adapter.js";
 import { writeRejection } from "./transport/http-errors.js";
+import type { RequestListener } from "./transport/http-server.js";
 import { PolyglotHttpServer } from "./transport/http-server.js";
 import { ProtocolRejections } from "./transport/protocol-rejection.js";
 import type { NodeRequest } from "./transport/request-body.js";
@@ -117,7 +122,14 @@ export async function startServer(
     facts,
     receiptKey: receiptKey.public,
   });
-  const interceptors = [rejectionInterceptor];
+  const metrics = new ServerMetrics({
+    logSize: () => store.logSize(),
+    newestCheckpoint: () => log.newestCheckpoint(),
+    commitStats: () => store.commitStats(),
+  });
+  // Outermost first: observing sees every call's final answer, after rejectionInterceptor has
+  // turned each failure into a ConnectError with its reason code.
+  const interceptors = [observingInterceptor(metrics), rejectionInterceptor];
   const routes = registerServices(services);
   // Refusals before an RPC runs are answered in the request's own protocol (docs/ERRORS.md).
   const refusals = new ProtocolRejections(routes);
@@ -139,7 +151,7 @@ export async function startServer(
     logEntries: config.logEntries,
   });
 
-  const http = new PolyglotHttpServer(config.connections, logger, (req, res) => {
+  const listener: RequestListener = (req, res) => {
     const path = (req.url ?? "/").split("?")[0] ?? "/";
     const methods = restRoute(path);
     if (!hostAllowed(req, config.allowedHosts)) {
@@ -149,6 +161,10 @@ export async function startServer(
       );
       if (methods === undefined) refusals.refuse(req, res, refused);
       else writeRejection(res, refused);
+      return;
+    }
+    if (path === "/metrics" && config.metricsPort === undefined) {
+      serveMetrics(req, res, metrics).catch(() => res.destroy());
       return;
     }
     if (methods === undefined) {
@@ -162,15 +178,26 @@ export async function startServer(
       return;
     }
     void serveRest(handler, req, res, logger);
-  });
+  };
+  const http = new PolyglotHttpServer(
+    config.connections,
+    logger,
+    config.accessLog ? withAccessLog(logger, listener) : listener,
+  );
 
   let address: AddressInfo;
+  let metricsServer: Awaited<ReturnType<typeof listenMetrics>> | undefined;
   try {
     address = await http.listen(config.host, config.port);
+    if (config.metricsPort !== undefined) metricsServer = await listenMetrics(metrics, config.host, config.metricsPort);
   } catch (error) {
+    http.stopAccepting();
     log.stop();
     await store.close();
     throw error;
+  }
+  if (metricsServer !== undefined) {
+    logger.info({ address: `${metricsServer.address.address}:${metricsServer.address.port}` }, "metrics listening");
   }
   const host = address.family === "IPv6" ? `[${address.address}]` : address.address;
   logger.info(
@@ -188,6 +215,7 @@ export async function startServer(
       await Promise.race([drained, timeout]);
       shutdownSignal.abort();
       await http.closeConnections(1000);
+      metricsServer?.server.close();
       // A last checkpoint, so that every receipt issued is covered by a signed one.
       log.stop();
       await log.publish().catch(() => undefined);

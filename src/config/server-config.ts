@@ -39,6 +39,13 @@ export interface ServerConfig {
   readonly leaseMs: number;
   /** OPENEXEC_LOG_ENTRIES=on: serve entry bundles (every tenant's receipts) under /log/tile/entries/. */
   readonly logEntries: boolean;
+  /**
+   * OPENEXEC_METRICS_PORT: serve GET /metrics on this port (on the same host)
+   * instead of the main port; undefined: on the main port.
+   */
+  readonly metricsPort: number | undefined;
+  /** OPENEXEC_ACCESS_LOG (default on): one JSON line per request at info level. */
+  readonly accessLog: boolean;
   /** OPENEXEC_LEDGER_THREAD (default on): the SQLite ledger in its own writer thread; off: on the event loop. */
   readonly ledgerThread: boolean;
   /** OPENEXEC_LOG_ORIGIN: the transparency log's name; undefined: "openexec/<receipt key id>". */
@@ -221,6 +228,15 @@ export function loadServerConfig(
   if (ledgerThreadRaw !== "on" && ledgerThreadRaw !== "off") {
     problems.push(`OPENEXEC_LEDGER_THREAD must be "on" or "off"; got "${ledgerThreadRaw}"`);
   }
+  const metricsPortRaw = read("OPENEXEC_METRICS_PORT");
+  const metricsPort = metricsPortRaw === undefined ? undefined : integer("OPENEXEC_METRICS_PORT", 0, 0, 65535);
+  if (metricsPort !== undefined && metricsPort !== 0 && metricsPort === port) {
+    problems.push("OPENEXEC_METRICS_PORT must differ from the server's port (leave it unset to serve /metrics there)");
+  }
+  const accessLogRaw = read("OPENEXEC_ACCESS_LOG") ?? "on";
+  if (accessLogRaw !== "on" && accessLogRaw !== "off") {
+    problems.push(`OPENEXEC_ACCESS_LOG must be "on" or "off"; got "${accessLogRaw}"`);
+  }
   const logEntriesRaw = read("OPENEXEC_LOG_ENTRIES") ?? "off";
   if (logEntriesRaw !== "on" && logEntriesRaw !== "off") {
     problems.push(`OPENEXEC_LOG_ENTRIES must be "on" or "off"; got "${logEntriesRaw}"`);
@@ -267,6 +283,8 @@ export function loadServerConfig(
     checkpointIntervalMs,
     leaseMs,
     logEntries: logEntriesRaw === "on",
+    metricsPort,
+    accessLog: accessLogRaw !== "off",
     ledgerThread: ledgerThreadRaw === "on",
     mode,
     host,

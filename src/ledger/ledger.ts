@@ -15,6 +15,7 @@ import {
   type WriteOutcome,
 } from "./recorder.js";
 import type {
+  CommitStats,
   Completion,
   Denial,
   DeniedAttempt,
@@ -67,6 +68,8 @@ export class Ledger implements LedgerStore {
   /** Reservations this process holds, renewed by the lease timer. */
   readonly #held = new Set<string>();
   #leaseTimer: NodeJS.Timeout | undefined;
+  /** Commits so far, for /metrics. */
+  readonly #stats = { commits: 0, writes: 0, seconds: 0 };
 
   constructor(storage: LedgerStorage, options: LedgerOptions) {
     this.#storage = storage;
@@ -247,6 +250,10 @@ export class Ledger implements LedgerStore {
     return this.#storage.check();
   }
 
+  async commitStats(): Promise<CommitStats> {
+    return { ...this.#stats };
+  }
+
   waitForFinish(executionId: string, timeoutMs: number): Promise<void> {
     return (
       this.#storage.waitForFinish?.(executionId, timeoutMs) ?? new Promise((resolve) => setTimeout(resolve, timeoutMs))
@@ -275,6 +282,7 @@ export class Ledger implements LedgerStore {
     if (this.#flushing !== undefined || this.#queue.length === 0) return;
     const batch = this.#queue;
     this.#queue = [];
+    const started = performance.now();
     this.#flushing = this.#recorder
       .then((recorder) =>
         recorder.commit(
@@ -284,6 +292,9 @@ export class Ledger implements LedgerStore {
       )
       .then(
         (results) => {
+          this.#stats.commits += 1;
+          this.#stats.writes += batch.length;
+          this.#stats.seconds += (performance.now() - started) / 1000;
           batch.forEach((item, i) => {
             const result = results[i];
             if (result?.ok) item.resolve(result.outcome);

@@ -72,6 +72,8 @@ export interface LedgerStore {
   logEntries(): AsyncIterable<LogEntry>;
   /** Every stored checkpoint, by tree size. */
   checkpoints(): AsyncIterable<StoredCheckpoint>;
+  /** Ledger commits (transactions) so far, the writes they held and the time they took, for /metrics. */
+  commitStats(): Promise<CommitStats>;
   /** Throws when the store cannot serve requests (readiness). */
   check(): Promise<void>;
   /**
@@ -88,6 +90,13 @@ export interface LedgerStore {
   counters(): AsyncIterable<StoredCounter>;
   /** Finished executions and denials that no log leaf names, in id order (for audit). */
   unloggedEntries(): AsyncIterable<UnloggedEntry>;
+}
+
+/** Totals since the process started. */
+export interface CommitStats {
+  readonly commits: number;
+  readonly writes: number;
+  readonly seconds: number;
 }
 
 /** One row of the counters table. */

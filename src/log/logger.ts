@@ -10,7 +10,16 @@ export type LogLevel = (typeof logLevels)[number];
  * never payloads, results, approvals or keys (SECURITY.md, "Logs").
  */
 export function createLogger(level: LogLevel): Logger {
-  return pino({ level, base: { service: "openexec" } }, pino.destination({ fd: 2, sync: false }));
+  return pino(
+    {
+      level,
+      base: { service: "openexec" },
+      // What log pipelines (Loki, Elastic, Cloud Logging) read without a parser of pino's own.
+      timestamp: pino.stdTimeFunctions.isoTime,
+      formatters: { level: (label) => ({ level: label }) },
+    },
+    pino.destination({ fd: 2, sync: false }),
+  );
 }
 
 /** A logger that drops everything, for tests and one-shot commands. */

@@ -31,6 +31,7 @@ export class TransparencyLog {
   #timer: NodeJS.Timeout | undefined;
   /** Serialises publication, so two callers never sign the same size twice. */
   #publishing: Promise<StoredCheckpoint | undefined> | undefined;
+  #newest: { readonly treeSize: number; readonly seenAtMs: number } | undefined;
 
   constructor(store: LedgerStore, signer: NoteSigner, logger: Logger) {
     this.#store = store;
@@ -92,6 +93,11 @@ export class TransparencyLog {
     this.#timer.unref();
   }
 
+  /** The newest checkpoint publication has returned (this process's or another replica's), and when it was first seen. */
+  newestCheckpoint(): { readonly treeSize: number; readonly seenAtMs: number } | undefined {
+    return this.#newest;
+  }
+
   stop(): void {
     clearInterval(this.#timer);
   }
@@ -104,7 +110,15 @@ export class TransparencyLog {
    */
   publish(minIntervalMs = 0): Promise<StoredCheckpoint | undefined> {
     const previous = this.#publishing ?? Promise.resolve(undefined);
-    const next = previous.catch(() => undefined).then(() => this.#store.checkpoint(this.#signer, minIntervalMs));
+    const next = previous
+      .catch(() => undefined)
+      .then(() => this.#store.checkpoint(this.#signer, minIntervalMs))
+      .then((checkpoint) => {
+        if (checkpoint !== undefined && checkpoint.treeSize !== this.#newest?.treeSize) {
+          this.#newest = { treeSize: checkpoint.treeSize, seenAtMs: Date.now() };
+        }
+        return checkpoint;
+      });
     this.#publishing = next;
     return next;
   }

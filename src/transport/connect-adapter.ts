@@ -32,6 +32,7 @@ import {
 } from "../api/connect-errors.js";
 import { Rejection } from "../errors/reason.js";
 import type { Logger } from "../log/logger.js";
+import { accessRecordKey, accessRecordOf } from "../observability/access-log.js";
 import { writeRejection } from "./http-errors.js";
 import { clientWentAway, type RequestListener } from "./http-server.js";
 import { binaryRefusal, strictJsonOptions } from "./strict-decoding.js";
@@ -73,6 +74,7 @@ export function createConnectListener(options: ConnectListenerOptions): RequestL
       return;
     }
     const contextValues = createContextValues();
+    contextValues.set(accessRecordKey, accessRecordOf(req));
     let universalRequest: UniversalServerRequest;
     try {
       universalRequest = universalRequestFromNodeRequest(req, res, undefined, contextValues);

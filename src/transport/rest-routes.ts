@@ -7,6 +7,8 @@ import type { RequestLimits } from "../execution/request-limits.js";
 import { decodeUtf8, JsonSyntaxError, parseStrictJson } from "../json/strict-json.js";
 import { isStoreFailure, type LedgerStore } from "../ledger/store.js";
 import type { Logger } from "../log/logger.js";
+import { accessRecordKey, accessRecordOf } from "../observability/access-log.js";
+import { restCallKey } from "../observability/rpc-observer.js";
 import { type NodeResponse, writeConnectError, writeJson, writeRejection, writeText } from "./http-errors.js";
 import { clientWentAway } from "./http-server.js";
 import { serveLogTile } from "./log-tiles.js";
@@ -60,6 +62,8 @@ export function createRestRoutes(deps: RestDependencies): (path: string) => Map<
  */
 async function serveBinding(binding: RestBinding, req: NodeRequest, res: NodeResponse, deps: RestDependencies) {
   const contextValues = createContextValues();
+  contextValues.set(restCallKey, true);
+  contextValues.set(accessRecordKey, accessRecordOf(req));
   let message = create(binding.method.input);
   try {
     const query = new URL(req.url ?? "/", "http://localhost").searchParams;

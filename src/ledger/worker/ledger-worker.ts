@@ -26,6 +26,7 @@ const answers = new TurnBatcher<WorkerAnswer>((batch) => post({ kind: "answers",
 
 /** Methods of the Ledger the main thread may call, by name: nothing else is reachable. */
 const callable = new Set([
+  "commitStats",
   "reserve",
   "complete",
   "reserveAndComplete",

@@ -3,6 +3,7 @@ import type { NoteSigner } from "../../tlog/checkpoint.js";
 import type { LeafRange } from "../../tlog/proof-plan.js";
 import { StoreUnavailableError } from "../errors.js";
 import type {
+  CommitStats,
   Completion,
   Denial,
   DeniedAttempt,
@@ -197,6 +198,10 @@ export class WorkerLedger implements LedgerStore {
 
   async check(): Promise<void> {
     await this.#call("check");
+  }
+
+  async commitStats(): Promise<CommitStats> {
+    return (await this.#call("commitStats")) as CommitStats;
   }
 
   /** Renews this process's leases from the writer thread; `onError` hears about failed renewals. */
