@@ -49,9 +49,10 @@ async function loadLoop(
   prefix: string,
   key: string,
   stop: { stopped: boolean },
-  options: { workers?: number; slow?: boolean } = {},
+  options: { workers?: number; slow?: boolean; sent?: Sent[] } = {},
 ): Promise<Sent[]> {
-  const sent: Sent[] = [];
+  // The caller may watch the answers as they come (what was acknowledged so far).
+  const sent: Sent[] = options.sent ?? [];
   let n = 0;
   const worker = async (w: number) => {
     for (let i = 0; !stop.stopped; i++) {
@@ -131,7 +132,10 @@ describe("PostgreSQL faults, on a private cluster", { skip }, () => {
       const victim = live[0] as Replica;
       const key = `kill-${round}`;
       const stop = { stopped: false };
-      const load = loadLoop(() => live, `kill${round}-${randomBytes(3).toString("hex")}`, key, stop);
+      const progress: Sent[] = [];
+      const load = loadLoop(() => live, `kill${round}-${randomBytes(3).toString("hex")}`, key, stop, {
+        sent: progress,
+      });
       // Executions the victim is running when it dies: reserved, pending, never finished.
       const held = [0, 1].map((i) => ({
         action: "test.slow",
@@ -149,9 +153,18 @@ describe("PostgreSQL faults, on a private cluster", { skip }, () => {
         const rows = await query("SELECT status FROM executions WHERE nonce = ANY($1)", [held.map((h) => h.nonce)]);
         return rows.length === 2 && rows.every((row) => row.status === "pending");
       });
+      // However slow the machine: the victim has acknowledged work before it dies.
+      await waitFor("the victim acknowledged an execution", async () =>
+        progress.some((entry) => entry.replica === victim && entry.status === 200),
+      );
       await victim.kill();
       live = live.filter((r) => r !== victim);
+      const afterKill = progress.length;
       await sleep(300);
+      // And the survivors acknowledge work after it died.
+      await waitFor("the survivors acknowledged an execution after the kill", async () =>
+        progress.slice(afterKill).some((entry) => entry.replica !== victim && entry.status === 200),
+      );
       stop.stopped = true;
       const sent = await load;
       // A replacement, so that every round kills one of three.

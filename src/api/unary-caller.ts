@@ -57,7 +57,6 @@ export function createUnaryCaller(
         protocolName: init.protocolName,
         requestMethod: init.requestMethod,
         url: init.url,
-        requestSignal: init.signal,
         requestHeader: request.header,
         contextValues: request.contextValues,
       });
