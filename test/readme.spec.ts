@@ -114,6 +114,13 @@ describe("README offline verification", () => {
       assert.equal(verdict.valid, true);
       assert.equal(verdict.execution_id, id);
       assert.deepEqual(verdict.checked, { signature: true, result: false, checkpoint: true, inclusion: true });
+      // Then the result too: the README writes result.json and adds --result.
+      const [write, verifyResult, ...rest] = readmeBlock("verify-result");
+      assert.ok(write !== undefined && verifyResult !== undefined && rest.length === 0);
+      await sh(write);
+      const withResult = JSON.parse((await sh(verifyResult)).stdout);
+      assert.equal(withResult.valid, true);
+      assert.deepEqual(withResult.checked, { signature: true, result: true, checkpoint: true, inclusion: true });
     } finally {
       dir.cleanup();
     }
