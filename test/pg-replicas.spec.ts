@@ -51,7 +51,7 @@ interface Answer {
   readonly replayed: boolean;
 }
 
-describe("PostgreSQL: replicas on one ledger", { skip }, () => {
+describe("PostgreSQL: replicas on one ledger", { skip, timeout: 180_000 }, () => {
   let schema: PostgresSchema;
   let replicas: Replica[] = [];
   /** Replica 3 gives up waiting on another replica's pending execution after 200 ms. */
