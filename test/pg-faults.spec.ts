@@ -49,13 +49,12 @@ async function loadLoop(
   prefix: string,
   key: string,
   stop: { stopped: boolean },
-  options: { workers?: number; slow?: boolean; sent?: Sent[] } = {},
+  options: { workers?: number; slow?: boolean } = {},
+  sent: Sent[] = [],
 ): Promise<Sent[]> {
-  // The caller may watch the answers as they come (what was acknowledged so far).
-  const sent: Sent[] = options.sent ?? [];
   let n = 0;
   const worker = async (w: number) => {
-    for (let i = 0; !stop.stopped; i++) {
+    for (let i = 0; !stop.stopped && !suiteOver.stopped; i++) {
       const live = targets();
       const replica = live[n++ % live.length] as Replica;
       const nonce = `${prefix}-${w}-${i}`;
@@ -79,7 +78,30 @@ async function loadLoop(
   return sent;
 }
 
-describe("PostgreSQL faults, on a private cluster", { skip }, () => {
+/** Set when the suite ends: no load loop outlives it, whatever failed. */
+const suiteOver = { stopped: false };
+
+/** A load loop (see loadLoop) while `during` runs; stopped and collected even when `during` throws. */
+async function underLoad(
+  targets: () => readonly Replica[],
+  prefix: string,
+  key: string,
+  options: { workers?: number; slow?: boolean },
+  during: (sent: readonly Sent[]) => Promise<void>,
+): Promise<Sent[]> {
+  const stop = { stopped: false };
+  const sent: Sent[] = [];
+  const load = loadLoop(targets, prefix, key, stop, options, sent);
+  try {
+    await during(sent);
+  } finally {
+    stop.stopped = true;
+    await load;
+  }
+  return load;
+}
+
+describe("PostgreSQL faults, on a private cluster", { skip, timeout: 180_000 }, () => {
   let cluster: PrivatePostgres | undefined;
   let schema: PostgresSchema;
   let env: Record<string, string>;
@@ -95,8 +117,9 @@ describe("PostgreSQL faults, on a private cluster", { skip }, () => {
     env = {
       OPENEXEC_DB_URL: schema.url,
       OPENEXEC_RECEIPT_KEY: generateReceiptKeyPem(),
-      // A dead replica's reservations are interrupted by the survivors within about a second.
-      OPENEXEC_LEASE_MS: "1000",
+      // A dead replica's reservations are interrupted by the survivors within about two seconds
+      // (1 s, the shortest allowed, lapses on this 2-core machine when it is busy).
+      OPENEXEC_LEASE_MS: "2000",
       OPENEXEC_PG_CONNECT_TIMEOUT_MS: "1000",
     };
     const proxiedUrl = withSearchPath(`postgres://postgres@127.0.0.1:${proxy.port}/postgres`, schema.name);
@@ -106,6 +129,7 @@ describe("PostgreSQL faults, on a private cluster", { skip }, () => {
     proxied = started[3] as Replica;
   });
   after(async () => {
+    suiteOver.stopped = true;
     if (process.env.OPENEXEC_TEST_DEBUG) for (const r of everyReplica) process.stderr.write(r.stderr());
     await stopAll(everyReplica);
     await proxy?.close();
@@ -131,52 +155,62 @@ describe("PostgreSQL faults, on a private cluster", { skip }, () => {
     for (let round = 1; round <= 3; round++) {
       const victim = live[0] as Replica;
       const key = `kill-${round}`;
-      const stop = { stopped: false };
-      const progress: Sent[] = [];
-      const load = loadLoop(() => live, `kill${round}-${randomBytes(3).toString("hex")}`, key, stop, {
-        sent: progress,
-      });
       // Executions the victim is running when it dies: reserved, pending, never finished.
       const held = [0, 1].map((i) => ({
         action: "test.slow",
         payload: { ms: 10_000 },
         nonce: `held-${round}-${i}-${randomBytes(3).toString("hex")}`,
       }));
-      const heldAnswers = held.map((request) =>
-        postJson(`${victim.url}/execute`, request).then(
-          (answer) => answer.status,
-          () => "no answer" as const,
-        ),
+      let heldAnswers: Promise<number | "no answer">[] = [];
+      const sent = await underLoad(
+        () => live,
+        `kill${round}-${randomBytes(3).toString("hex")}`,
+        key,
+        {},
+        async (sent) => {
+          heldAnswers = held.map((request) =>
+            postJson(`${victim.url}/execute`, request).then(
+              (answer) => answer.status,
+              () => "no answer" as const,
+            ),
+          );
+          await sleep(300);
+          await waitFor("the held executions are pending", async () => {
+            const rows = await query("SELECT status FROM executions WHERE nonce = ANY($1)", [held.map((h) => h.nonce)]);
+            return rows.length === 2 && rows.every((row) => row.status === "pending");
+          });
+          await waitFor("the victim acknowledged an execution", async () =>
+            sent.some((e) => e.replica === victim && e.status === 200),
+          );
+          await victim.kill();
+          live = live.filter((r) => r !== victim);
+          const killedAt = sent.length;
+          await waitFor("the survivors acknowledged executions since", async () =>
+            sent.slice(killedAt).some((e) => e.status === 200),
+          );
+        },
       );
-      await sleep(300);
-      await waitFor("the held executions are pending", async () => {
-        const rows = await query("SELECT status FROM executions WHERE nonce = ANY($1)", [held.map((h) => h.nonce)]);
-        return rows.length === 2 && rows.every((row) => row.status === "pending");
-      });
-      // However slow the machine: the victim has acknowledged work before it dies.
-      await waitFor("the victim acknowledged an execution", async () =>
-        progress.some((entry) => entry.replica === victim && entry.status === 200),
-      );
-      await victim.kill();
-      live = live.filter((r) => r !== victim);
-      const afterKill = progress.length;
-      await sleep(300);
-      // And the survivors acknowledge work after it died.
-      await waitFor("the survivors acknowledged an execution after the kill", async () =>
-        progress.slice(afterKill).some((entry) => entry.replica !== victim && entry.status === 200),
-      );
-      stop.stopped = true;
-      const sent = await load;
       // A replacement, so that every round kills one of three.
       const replacement = round < 3 ? startReplica(env) : undefined;
 
       assert.deepEqual(await Promise.all(heldAnswers), ["no answer", "no answer"]);
+      const starved: Sent[] = [];
       for (const entry of sent) {
-        if (entry.replica === victim) {
+        if (entry.status === 409 && entry.request.action === "test.slow" && entry.body.reason === "interrupted") {
+          // A replica starved for longer than its lease (this 2-core machine under load) has its running
+          // reservation interrupted by another: rare, by design, and answered as recorded; checked below.
+          starved.push(entry);
+        } else if (entry.replica === victim) {
           assert.ok(entry.status === 200 || entry.error !== undefined, `victim answered ${entry.status}`);
         } else {
           assert.equal(entry.status, 200, `${entry.nonce}: ${entry.error ?? JSON.stringify(entry.body)}`);
         }
+      }
+      if (starved.length > 0) {
+        const rows = await query("SELECT DISTINCT status FROM executions WHERE nonce = ANY($1)", [
+          starved.map((e) => e.nonce),
+        ]);
+        assert.deepEqual(rows, [{ status: "interrupted" }]);
       }
       const acknowledged = sent.filter((entry) => entry.status === 200);
       assert.ok(
@@ -306,33 +340,40 @@ describe("PostgreSQL faults, on a private cluster", { skip }, () => {
     const db = cluster as PrivatePostgres;
     const key = `restart-${randomBytes(3).toString("hex")}`;
     const targets = [...live, proxied];
-    const stop = { stopped: false };
-    const load = loadLoop(() => targets, `restart-${randomBytes(3).toString("hex")}`, key, stop, { workers: 4 });
-    await sleep(300);
-    await db.stop({ mode: "fast" });
-    for (const replica of targets) {
-      const ready = await getJson(`${replica.url}/ready`);
-      assert.equal(ready.status, 503);
-      assert.deepEqual(ready.body, { ready: false, reason: "store_unavailable" });
-    }
-    await sleep(500);
-    await db.start();
-    // Each replica serves again by itself (new connections from its pool), without a restart.
-    for (const replica of targets) {
-      await waitFor("the replica serves again", async () => {
-        const answer = await postJson(`${replica.url}/execute`, {
-          action: "echo",
-          payload: {},
-          nonce: `probe-${randomBytes(6).toString("hex")}`,
-        });
-        assert.ok(answer.status === 200 || answer.body?.reason === "store_unavailable", JSON.stringify(answer.body));
-        return answer.status === 200;
-      });
-      assert.equal((await getJson(`${replica.url}/ready`)).status, 200);
-    }
-    await sleep(300);
-    stop.stopped = true;
-    const sent = await load;
+    const sent = await underLoad(
+      () => targets,
+      `restart-${randomBytes(3).toString("hex")}`,
+      key,
+      { workers: 4 },
+      async () => {
+        await sleep(300);
+        await db.stop({ mode: "fast" });
+        for (const replica of targets) {
+          const ready = await getJson(`${replica.url}/ready`);
+          assert.equal(ready.status, 503);
+          assert.deepEqual(ready.body, { ready: false, reason: "store_unavailable" });
+        }
+        await sleep(500);
+        await db.start();
+        // Each replica serves again by itself (new connections from its pool), without a restart.
+        for (const replica of targets) {
+          await waitFor("the replica serves again", async () => {
+            const answer = await postJson(`${replica.url}/execute`, {
+              action: "echo",
+              payload: {},
+              nonce: `probe-${randomBytes(6).toString("hex")}`,
+            });
+            assert.ok(
+              answer.status === 200 || answer.body?.reason === "store_unavailable",
+              JSON.stringify(answer.body),
+            );
+            return answer.status === 200;
+          });
+          assert.equal((await getJson(`${replica.url}/ready`)).status, 200);
+        }
+        await sleep(300);
+      },
+    );
 
     const interrupted: Sent[] = [];
     for (const entry of sent) {

@@ -27,8 +27,15 @@ import {
   postgresSkipReason,
   sharedPostgresUrl,
 } from "./support/postgres.js";
-import { auditSharedLedger, generateReceiptKeyPem, type Replica, startReplicas, stopAll } from "./support/replica.js";
-import { type ServerProcess, spawnServer } from "./support/test-server.js";
+import {
+  auditSharedLedger,
+  generateReceiptKeyPem,
+  type Replica,
+  serveCommand,
+  spawnReplicaProcess,
+  startReplicas,
+  stopAll,
+} from "./support/replica.js";
 
 const skip = await postgresSkipReason();
 
@@ -51,7 +58,7 @@ interface Answer {
   readonly replayed: boolean;
 }
 
-describe("PostgreSQL: replicas on one ledger", { skip }, () => {
+describe("PostgreSQL: replicas on one ledger", { skip, timeout: 180_000 }, () => {
   let schema: PostgresSchema;
   let replicas: Replica[] = [];
   /** Replica 3 gives up waiting on another replica's pending execution after 200 ms. */
@@ -303,18 +310,19 @@ describe("PostgreSQL: replicas on one ledger", { skip }, () => {
   });
 
   /** Starts `openexec serve` (the real CLI), which must refuse to start: its exit code and stderr. */
-  async function refusedStart(env: Record<string, string>): Promise<{ code: number; stderr: string }> {
-    let server: ServerProcess;
-    try {
-      server = await spawnServer({ OPENEXEC_CHECKPOINT_INTERVAL_MS: "100", ...env });
-    } catch (error) {
-      const match = /^server exited with (\d+) before listening:\n([\s\S]*)$/.exec((error as Error).message);
-      assert.ok(match !== null, (error as Error).message);
-      return { code: Number(match[1]), stderr: match[2] ?? "" };
+  async function refusedStart(env: Record<string, string>): Promise<{ code: number | null; stderr: string }> {
+    const started = spawnReplicaProcess(env, serveCommand);
+    const listened = await started.listening.then(
+      () => true,
+      () => false,
+    );
+    const { child } = started;
+    if (listened || (child.exitCode === null && child.signalCode === null)) {
+      child.kill("SIGKILL");
+      await started.exited;
+      assert.fail(`the server ${listened ? "started" : "neither started nor exited"}:\n${started.stderr()}`);
     }
-    server.child.kill("SIGKILL");
-    await server.exited;
-    assert.fail("the server started");
+    return { code: await started.exited, stderr: started.stderr() };
   }
 
   it("refuses to start a replica with another receipt key or log origin (exit 1), or without OPENEXEC_RECEIPT_KEY (exit 2)", async () => {

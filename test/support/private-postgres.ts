@@ -27,11 +27,14 @@ export interface PrivatePostgres {
   destroy(): Promise<void>;
 }
 
-/** Why a private cluster cannot be made here (not root, no binaries), or false. */
+/** Why a private cluster cannot be made here (not root, no binaries), or false; under CI=true it throws instead. */
 export function privatePostgresSkipReason(): string | false {
-  if (!existsSync(join(binDir, "initdb"))) return `no PostgreSQL binaries in ${binDir}`;
-  if (process.getuid?.() !== 0) return "a private PostgreSQL cluster needs root (to run initdb as postgres)";
-  return false;
+  let reason: string | undefined;
+  if (!existsSync(join(binDir, "initdb"))) reason = `no PostgreSQL binaries in ${binDir}`;
+  else if (process.getuid?.() !== 0) reason = "a private PostgreSQL cluster needs root (to run initdb as postgres)";
+  if (reason === undefined) return false;
+  if (process.env.CI === "true") throw new Error(`${reason} (CI=true: tests that need PostgreSQL never skip)`);
+  return reason;
 }
 
 async function freePort(): Promise<number> {

@@ -9,6 +9,8 @@ import { adminQuery } from "./postgres.js";
 
 const tsx = import.meta.resolve("tsx");
 const replicaMain = join(packageRoot, "test/support/replica-main.ts");
+/** `openexec serve` itself, for start-up refusals. */
+export const serveCommand = [join(packageRoot, "src/cli/main.ts"), "serve", "--port", "0"];
 
 /** A fresh Ed25519 receipt key, PEM PKCS#8: what every replica of one ledger signs with. */
 export function generateReceiptKeyPem(): string {
@@ -36,9 +38,15 @@ export interface ReplicaStart {
   readonly listening: Promise<string>;
 }
 
-/** Spawns test/support/replica-main.ts (`openexec serve` plus `test.slow`) with exactly `env` (and PATH). */
-export function spawnReplicaProcess(env: Record<string, string>): ReplicaStart {
-  const child = spawn(process.execPath, ["--import", tsx, replicaMain], {
+/**
+ * Spawns test/support/replica-main.ts (`openexec serve` plus `test.slow`), or
+ * `command` (a script and its arguments), with exactly `env` (and PATH).
+ */
+export function spawnReplicaProcess(
+  env: Record<string, string>,
+  command: readonly string[] = [replicaMain],
+): ReplicaStart {
+  const child = spawn(process.execPath, ["--import", tsx, ...command], {
     cwd: packageRoot,
     env: { PATH: process.env.PATH ?? "", OPENEXEC_LOG_LEVEL: "error", OPENEXEC_CHECKPOINT_INTERVAL_MS: "100", ...env },
     stdio: ["ignore", "ignore", "pipe"],
@@ -50,7 +58,7 @@ export function spawnReplicaProcess(env: Record<string, string>): ReplicaStart {
   });
   const exited = new Promise<number | null>((resolve) => child.once("exit", (code) => resolve(code)));
   const listening = new Promise<string>((resolve, reject) => {
-    const timer = setTimeout(() => reject(new Error(`replica did not start:\n${stderr}`)), 30_000);
+    const timer = setTimeout(() => reject(new Error(`replica did not start:\n${stderr}`)), 120_000);
     const onData = () => {
       const match = /listening on (http:\/\/\S+)/.exec(stderr);
       if (match?.[1] !== undefined) {
