@@ -19,6 +19,7 @@ import type { Logger } from "./log/logger.js";
 import { loadReceiptKey, type ReceiptKey } from "./receipts/receipt-key.js";
 import { TransparencyLog } from "./receipts/transparency-log.js";
 import { createConnectListener } from "./transport/connect-adapter.js";
+import { createCors } from "./transport/cors.js";
 import { writeRejection } from "./transport/http-errors.js";
 import { PolyglotHttpServer } from "./transport/http-server.js";
 import { ProtocolRejections } from "./transport/protocol-rejection.js";
@@ -139,8 +140,16 @@ export async function startServer(
     logEntries: config.logEntries,
   });
 
+  // CORS for browser clients (src/transport/cors.ts): inert unless OPENEXEC_CORS_ORIGINS is set.
+  const cors = createCors({
+    origins: config.corsOrigins,
+    servesPath: (path) => restRoute(path) !== undefined || refusals.isRpcPath(path),
+    hostAllowed: (req) => hostAllowed(req, config.allowedHosts),
+  });
+
   const http = new PolyglotHttpServer(config.connections, logger, (req, res) => {
     const path = (req.url ?? "/").split("?")[0] ?? "/";
+    if (cors(req, res, path)) return;
     const methods = restRoute(path);
     if (!hostAllowed(req, config.allowedHosts)) {
       const refused = new Rejection(
