@@ -143,13 +143,12 @@ export async function startServer(
   // CORS for browser clients (src/transport/cors.ts): inert unless OPENEXEC_CORS_ORIGINS is set.
   const cors = createCors({
     origins: config.corsOrigins,
-    servesPath: (path) => restRoute(path) !== undefined || refusals.isRpcPath(path),
     hostAllowed: (req) => hostAllowed(req, config.allowedHosts),
   });
 
   const http = new PolyglotHttpServer(config.connections, logger, (req, res) => {
+    if (cors(req, res)) return;
     const path = (req.url ?? "/").split("?")[0] ?? "/";
-    if (cors(req, res, path)) return;
     const methods = restRoute(path);
     if (!hostAllowed(req, config.allowedHosts)) {
       const refused = new Rejection(

@@ -115,10 +115,20 @@ describe("CORS, with OPENEXEC_CORS_ORIGINS set", () => {
     assert.deepEqual(corsHeadersOf(second.headers), { ...preflightHeaders, "access-control-allow-origin": other });
   });
 
+  it("answers a preflight on a path nothing serves too, so that the page reads route_not_found", async () => {
+    const answer = await preflight(`${server.url}/nowhere`, allowed, "POST", "content-type");
+    assert.equal(answer.status, 204);
+    assert.deepEqual(corsHeadersOf(answer.headers), preflightHeaders);
+    const request = await connectExecute(`${server.url}/nowhere`, allowed, {});
+    assert.equal(request.status, 404);
+    assert.deepEqual(corsHeadersOf(request.headers), actualHeaders);
+    assert.equal(request.headers.get("openexec-reason"), "route_not_found");
+  });
+
   it("refuses a preflight from any other origin 403 origin_not_allowed, without CORS headers", async () => {
     // Exact origins only: another scheme, port or host (a suffix included) is another origin.
     for (const origin of ["https://evil.example", "http://app.example", "https://app.example:8443", "null"]) {
-      for (const path of [executePath, "/execute"]) {
+      for (const path of [executePath, "/execute", "/nowhere"]) {
         const answer = await preflight(`${server.url}${path}`, origin, "POST", "content-type");
         assert.equal(answer.status, 403, `${origin} ${path}`);
         assert.deepEqual(corsHeadersOf(answer.headers), { vary: "Origin" }, `${origin} ${path}`);

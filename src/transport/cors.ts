@@ -27,8 +27,6 @@ export const corsMaxAgeSeconds = 7200;
 export interface CorsOptions {
   /** OPENEXEC_CORS_ORIGINS: exact origins; empty turns CORS off entirely. */
   readonly origins: ReadonlySet<string>;
-  /** Whether a preflight for this path is this module's to answer: the RPC and REST paths. */
-  readonly servesPath: (path: string) => boolean;
   /** The Host check (OPENEXEC_ALLOWED_HOSTS): a preflight that fails it is left to the Host refusal. */
   readonly hostAllowed: (req: NodeRequest) => boolean;
 }
@@ -38,7 +36,7 @@ export interface CorsOptions {
  * preflight); otherwise it has only added headers to `res`, which every later
  * answer keeps (writeHead merges them), errors and refusals included.
  */
-export type CorsHook = (req: NodeRequest, res: NodeResponse, path: string) => boolean;
+export type CorsHook = (req: NodeRequest, res: NodeResponse) => boolean;
 
 /**
  * CORS for browser clients (connect-web over Connect and gRPC-web, and fetch
@@ -46,8 +44,10 @@ export type CorsHook = (req: NodeRequest, res: NodeResponse, path: string) => bo
  * - no origins configured: does nothing, so preflights are refused as any
  *   other OPTIONS is (405) and no answer carries a CORS header;
  * - an allowed Origin: every answer carries Access-Control-Allow-Origin with
- *   that origin and Access-Control-Expose-Headers; a preflight on an RPC or
- *   REST path is answered 204 with the allowed methods and headers;
+ *   that origin and Access-Control-Expose-Headers; a preflight is answered
+ *   204 with the allowed methods and headers, on every path: a request to a
+ *   path nothing serves then gets its route_not_found, readable by the page,
+ *   instead of a bare CORS failure;
  * - any other Origin: no CORS header, so the browser withholds the answer;
  *   its preflight is refused 403 origin_not_allowed, so the request it asks
  *   about is never sent.
@@ -59,7 +59,7 @@ export function createCors(options: CorsOptions): CorsHook {
   const allowMethods = corsAllowedMethods.join(", ");
   const allowHeaders = corsAllowedHeaders.join(", ");
   const exposeHeaders = corsExposedHeaders.join(", ");
-  return (req, res, path) => {
+  return (req, res) => {
     // The answer depends on Origin, with or without CORS headers: a shared
     // cache must not hand one origin's answer to another.
     res.setHeader("vary", "Origin");
@@ -70,7 +70,7 @@ export function createCors(options: CorsOptions): CorsHook {
       res.setHeader("access-control-allow-origin", origin);
       res.setHeader("access-control-expose-headers", exposeHeaders);
     }
-    if (!isPreflight(req) || !options.servesPath(path) || !options.hostAllowed(req)) return false;
+    if (!isPreflight(req) || !options.hostAllowed(req)) return false;
     if (!allowed) {
       writeRejection(
         res,
