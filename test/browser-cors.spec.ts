@@ -83,7 +83,15 @@ class PageServer {
     const url = `${origin}/?server=${encodeURIComponent(server)}&nonce=${encodeURIComponent(nonce)}`;
     const browser = spawn(
       chromium ?? "chromium",
-      ["--headless=new", "--no-sandbox", "--disable-gpu", "--no-first-run", `--user-data-dir=${profile.path}`, url],
+      [
+        "--headless=new",
+        "--no-sandbox",
+        "--disable-gpu",
+        "--disable-dev-shm-usage",
+        "--no-first-run",
+        `--user-data-dir=${profile.path}`,
+        url,
+      ],
       { stdio: ["ignore", "ignore", "pipe"] },
     );
     let stderr = "";

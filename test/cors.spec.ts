@@ -188,6 +188,10 @@ describe("CORS, with OPENEXEC_CORS_ORIGINS set", () => {
     });
     assert.equal(answer.status, 200);
     assert.deepEqual(corsHeadersOf(answer.headers), { vary: "Origin" });
+    // Without Origin (no browser, or a same-origin GET): still Vary, as the answer depends on it.
+    const plain = await fetch(`${server.url}/health`);
+    assert.equal(plain.status, 200);
+    assert.deepEqual(corsHeadersOf(plain.headers), { vary: "Origin" });
   });
 
   it("keeps the Host check: a preflight to a Host not allowed is 403 host_not_allowed, readable by the page", async () => {
