@@ -41,8 +41,9 @@ export type CorsHook = (req: NodeRequest, res: NodeResponse) => boolean;
 /**
  * CORS for browser clients (connect-web over Connect and gRPC-web, and fetch
  * on the REST paths):
- * - no origins configured: does nothing, so preflights are refused as any
- *   other OPTIONS is (405) and no answer carries a CORS header;
+ * - no origins configured: does nothing, so a preflight is answered as any
+ *   other OPTIONS (405 on a served path, 404 elsewhere) and no answer
+ *   carries a CORS header;
  * - an allowed Origin: every answer carries Access-Control-Allow-Origin with
  *   that origin and Access-Control-Expose-Headers; a preflight is answered
  *   204 with the allowed methods and headers, on every path: a request to a
