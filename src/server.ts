@@ -23,6 +23,7 @@ import { observingInterceptor } from "./observability/rpc-observer.js";
 import { loadReceiptKey, type ReceiptKey } from "./receipts/receipt-key.js";
 import { TransparencyLog } from "./receipts/transparency-log.js";
 import { createConnectListener } from "./transport/connect-adapter.js";
+import { createCors } from "./transport/cors.js";
 import { writeRejection } from "./transport/http-errors.js";
 import type { RequestListener } from "./transport/http-server.js";
 import { PolyglotHttpServer } from "./transport/http-server.js";
@@ -151,7 +152,14 @@ export async function startServer(
     logEntries: config.logEntries,
   });
 
+  // CORS for browser clients (src/transport/cors.ts): inert unless OPENEXEC_CORS_ORIGINS is set.
+  const cors = createCors({
+    origins: config.corsOrigins,
+    hostAllowed: (req) => hostAllowed(req, config.allowedHosts),
+  });
+
   const listener: RequestListener = (req, res) => {
+    if (cors(req, res)) return;
     const path = (req.url ?? "/").split("?")[0] ?? "/";
     const methods = restRoute(path);
     if (!hostAllowed(req, config.allowedHosts)) {

@@ -6,6 +6,7 @@ import { type DatabaseLocation, DatabaseUrlError, parseDatabaseUrl } from "../le
 import { type LogLevel, logLevels } from "../log/logger.js";
 import { type ConnectionLimits, defaultConnectionLimits } from "../transport/http-server.js";
 import { loadApprovalKeys } from "./approval-keys.js";
+import { parseCorsOrigins } from "./cors-origins.js";
 
 export type ExecMode = "demo" | "clawshield";
 
@@ -61,6 +62,11 @@ export interface ServerConfig {
    * Default: loopback names when bound to loopback, otherwise any.
    */
   readonly allowedHosts: ReadonlySet<string> | "any";
+  /**
+   * OPENEXEC_CORS_ORIGINS: the exact origins (scheme://host[:port]) whose
+   * browser pages may call the server (src/transport/cors.ts); empty: no CORS.
+   */
+  readonly corsOrigins: ReadonlySet<string>;
   /** Things the operator should know that do not stop the server. */
   readonly warnings: readonly string[];
   /** Clawshield mode: what approvals are verified against; undefined in demo mode. */
@@ -267,6 +273,7 @@ export function loadServerConfig(
         : isLoopback(host)
           ? loopbackHostNames
           : "any";
+  const corsOrigins = parseCorsOrigins(read("OPENEXEC_CORS_ORIGINS"), problems);
   const receiptKeyPem = readReceiptKey(read, problems);
   if (database.kind === "postgres" && receiptKeyPem === undefined && problems.length === 0) {
     problems.push(
@@ -301,6 +308,7 @@ export function loadServerConfig(
     receiptKeyPem,
     logOrigin,
     allowedHosts,
+    corsOrigins,
     warnings,
     approval,
   };

@@ -23,6 +23,8 @@ export const rejectionCodes = {
   checkpoint_not_found: Code.NotFound,
   // The Host header names no name this server answers to (403; DNS rebinding).
   host_not_allowed: Code.PermissionDenied,
+  // A CORS preflight from a web origin not in OPENEXEC_CORS_ORIGINS (403).
+  origin_not_allowed: Code.PermissionDenied,
   // Routing and media type over HTTP (404, 405, 415).
   route_not_found: Code.NotFound,
   // A log tile or entry bundle this log does not have (yet), or entry bundles not served (404).

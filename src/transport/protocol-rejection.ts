@@ -59,8 +59,9 @@ export class ProtocolRejections {
   }
 
   /**
-   * Answers a method an RPC path does not accept (`OPTIONS` included: there is
-   * no CORS) as the REST paths do: 405 method_not_allowed with Allow. Returns
+   * Answers a method an RPC path does not accept (`OPTIONS` included; a CORS
+   * preflight only reaches this when cors.ts leaves it: OPENEXEC_CORS_ORIGINS
+   * unset) as the REST paths do: 405 method_not_allowed with Allow. Returns
    * false, answering nothing, when the method is accepted.
    */
   refuseWrongMethod(req: NodeRequest, res: NodeResponse, path: string): boolean {
