@@ -106,16 +106,15 @@ export function fromLeafEntry(row: LeafEntryColumns): LeafEntry {
   };
 }
 
-/** Every leaf in index order, with the receipt of the row it names (none when that row is missing). */
-export const leafEntriesSql = `
+/** Leaves (`l`) with the receipt of the row each names (none when that row is missing); callers add WHERE and ORDER BY. */
+export const leafEntriesSelect = `
   SELECT l.leaf_index, l.leaf_hash, l.entry_kind, l.entry_id,
     coalesce(e.receipt, d.receipt) AS receipt,
     coalesce(e.receipt_digest, d.receipt_digest) AS receipt_digest,
     coalesce(e.receipt_signature, d.receipt_signature) AS receipt_signature
   FROM log_leaves l
   LEFT JOIN executions e ON l.entry_kind = 'execution' AND e.execution_id = l.entry_id
-  LEFT JOIN denials d ON l.entry_kind = 'denial' AND d.attempt_id = l.entry_id
-  ORDER BY l.leaf_index`;
+  LEFT JOIN denials d ON l.entry_kind = 'denial' AND d.attempt_id = l.entry_id`;
 
 /** Finished executions and denials that no leaf names. */
 export const unloggedEntriesSql = `

@@ -10,6 +10,7 @@ import {
   fromExecution,
   fromLeafEntry,
   type LeafEntryColumns,
+  leafEntriesSelect,
   unloggedEntriesSql,
 } from "./ledger-rows.js";
 import type {
@@ -149,15 +150,7 @@ const sql = {
       INSERT INTO checkpoints (tree_size, root_hash, note, created_at_ms) VALUES ($1, $2, $3, $4)
       ON CONFLICT DO NOTHING)
     UPDATE log_publication SET published_at_ms = $4 WHERE id = 1`,
-  leafEntriesPage: `
-    SELECT l.leaf_index, l.leaf_hash, l.entry_kind, l.entry_id,
-      coalesce(e.receipt, d.receipt) AS receipt,
-      coalesce(e.receipt_digest, d.receipt_digest) AS receipt_digest,
-      coalesce(e.receipt_signature, d.receipt_signature) AS receipt_signature
-    FROM log_leaves l
-    LEFT JOIN executions e ON l.entry_kind = 'execution' AND e.execution_id = l.entry_id
-    LEFT JOIN denials d ON l.entry_kind = 'denial' AND d.attempt_id = l.entry_id
-    WHERE l.leaf_index >= $1 ORDER BY l.leaf_index LIMIT $2`,
+  leafEntriesPage: `${leafEntriesSelect} WHERE l.leaf_index >= $1 ORDER BY l.leaf_index LIMIT $2`,
   checkpointsPage:
     "SELECT tree_size, root_hash, note FROM checkpoints WHERE tree_size >= $1 ORDER BY tree_size LIMIT $2",
   allCounters: "SELECT tenant_id, key, value FROM counters ORDER BY tenant_id, key",

@@ -20,7 +20,7 @@ import {
   fromExecution,
   fromLeafEntry,
   type LeafEntryColumns,
-  leafEntriesSql,
+  leafEntriesSelect,
   unloggedEntriesSql,
 } from "./ledger-rows.js";
 import type {
@@ -351,7 +351,8 @@ export class SqliteStorage implements LedgerStorage {
   }
 
   async *leafEntries(): AsyncGenerator<LeafEntry> {
-    for (const row of this.#db.prepare<[], LeafEntryColumns>(leafEntriesSql).iterate()) yield fromLeafEntry(row);
+    for (const row of this.#db.prepare<[], LeafEntryColumns>(`${leafEntriesSelect} ORDER BY l.leaf_index`).iterate())
+      yield fromLeafEntry(row);
   }
 
   async *checkpoints(): AsyncGenerator<CheckpointRow> {
