@@ -1,3 +1,4 @@
+import type { EventEmitter } from "node:events";
 import { create } from "@bufbuild/protobuf";
 import {
   type GetHealthResponse,
@@ -27,6 +28,8 @@ export interface ServiceFacts {
   readonly schemaVersion: number;
   /** Resolves to undefined when ready, or the reason code why not. */
   readonly readiness: () => Promise<string | undefined>;
+  /** Emits "change" when readiness may have changed (a stop began), so that watchers need not wait for a poll. */
+  readonly readinessChanges?: EventEmitter;
 }
 
 export const openAllowListWarning = "No execution allow-list configured";
