@@ -11,6 +11,8 @@ import { clawshieldApprovalGate, demoApprovalGate } from "./approval/approval-ga
 import type { ServerConfig } from "./config/server-config.js";
 import { Rejection } from "./errors/reason.js";
 import { Executor } from "./execution/executor.js";
+import { controlFilePath } from "./freeze/control-file.js";
+import { FreezeWatch } from "./freeze/freeze-watch.js";
 import { PostgresLedgerStore } from "./ledger/postgres-store.js";
 import { SqliteLedgerStore } from "./ledger/sqlite-store.js";
 import type { LedgerStore } from "./ledger/store.js";
@@ -72,6 +74,13 @@ export async function startServer(
     await store.close();
     throw error;
   }
+  // The operator's kill switch: read before the first request, then about once a second.
+  const freezes = new FreezeWatch(
+    store,
+    logger,
+    config.database.kind === "sqlite" ? controlFilePath(config.database.path) : undefined,
+  );
+  await freezes.start();
   store.startLeases((error) =>
     logger.error({ err: error instanceof Error ? error.name : typeof error }, "lease renewal failed"),
   );
@@ -85,6 +94,7 @@ export async function startServer(
     limits: config.limits,
     inProgressWaitMs: config.inProgressWaitMs,
     logger,
+    freezes,
   });
   // Stopping changes readiness at once: health watchers hear it now, not at their next poll.
   const readinessChanges = new EventEmitter().setMaxListeners(0); // one listener per open Watch stream
@@ -116,6 +126,7 @@ export async function startServer(
       }
     },
     readinessChanges,
+    frozen: () => freezes.freezes,
   };
 
   const shutdownSignal = new AbortController();
@@ -180,6 +191,7 @@ export async function startServer(
     address = await http.listen(config.host, config.port);
   } catch (error) {
     log.stop();
+    await freezes.stop();
     await store.close();
     throw error;
   }
@@ -208,6 +220,7 @@ export async function startServer(
       log.stop();
       await log.publish().catch(() => undefined);
       // 4. The ledger commits what is queued and closes: nothing acknowledged is lost.
+      await freezes.stop();
       await store.close();
       logger.info("stopped");
     })();

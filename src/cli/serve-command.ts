@@ -69,7 +69,6 @@ export async function serveCommand(args: string[]): Promise<number> {
   const logger = createLogger(config.logLevel);
   for (const warning of config.warnings) process.stderr.write(`openexec: warning: ${warning}\n`);
   const server = await startServer(config, logger, actions);
-  process.stderr.write(`openexec ${config.mode} mode listening on ${server.url}\n`);
   // The first signal drains (docs/CONFIGURATION.md#graceful-shutdown); a second one stops at once.
   let signals = 0;
   const stopped = new Promise<void>((resolve, reject) => {
@@ -81,6 +80,8 @@ export async function serveCommand(args: string[]): Promise<number> {
     process.on("SIGTERM", onSignal);
     process.on("SIGINT", onSignal);
   });
+  // Only once signals are handled: whoever waits for this line may signal at once.
+  process.stderr.write(`openexec ${config.mode} mode listening on ${server.url}\n`);
   await stopped;
   logger.flush();
   // Stopping at once may leave abandoned handlers' timers behind; the ledger is closed, so nothing is lost.

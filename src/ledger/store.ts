@@ -2,6 +2,7 @@ import type { JsonValue } from "@bufbuild/protobuf";
 import type { FailureReason, RejectionReason } from "../errors/reason.js";
 import type { EncodedReceipt } from "../receipts/receipt.js";
 import type { NoteSigner } from "../tlog/checkpoint.js";
+import type { FreezeRow } from "./ports.js";
 import type { LedgerEffect } from "./recorder.js";
 
 export { isStoreFailure, LedgerBugError, StoreUnavailableError } from "./errors.js";
@@ -60,6 +61,12 @@ export interface LedgerStore {
   logEntries(): AsyncIterable<LogEntry>;
   /** Every stored checkpoint, by tree size. */
   checkpoints(): AsyncIterable<StoredCheckpoint>;
+  /** Every operator freeze in force (openexec freeze), by scope. */
+  freezes(): Promise<Freeze[]>;
+  /** Sets (or replaces) the freeze of one scope: '*' or an action name. */
+  setFreeze(freeze: Freeze): Promise<void>;
+  /** Lifts the freeze of one scope; false when there was none. */
+  clearFreeze(scope: string): Promise<boolean>;
   /** Throws when the store cannot serve requests (readiness). */
   check(): Promise<void>;
   /**
@@ -77,6 +84,9 @@ export interface LedgerStore {
   /** Finished executions and denials that no log leaf names, in id order (for audit). */
   unloggedEntries(): AsyncIterable<UnloggedEntry>;
 }
+
+/** An operator's freeze: every action ('*') or one, refused with 503 frozen until lifted. */
+export type Freeze = FreezeRow;
 
 /** One row of the counters table. */
 export interface StoredCounter {

@@ -7,6 +7,7 @@ import type {
   DeniedAttempt,
   ExecutionRecord,
   FinishedExecution,
+  Freeze,
   LedgerStore,
   LogEntry,
   RecordOutcome,
@@ -179,6 +180,18 @@ export class WorkerLedger implements LedgerStore {
 
   async check(): Promise<void> {
     await this.#call("check");
+  }
+
+  async freezes(): Promise<Freeze[]> {
+    return (await this.#call("freezes")) as Freeze[];
+  }
+
+  async setFreeze(freeze: Freeze): Promise<void> {
+    await this.#call("setFreeze", freeze);
+  }
+
+  async clearFreeze(scope: string): Promise<boolean> {
+    return (await this.#call("clearFreeze", scope)) as boolean;
   }
 
   /** Renews this process's leases from the writer thread; `onError` hears about failed renewals. */
