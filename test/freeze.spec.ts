@@ -4,13 +4,17 @@
  * PostgreSQL replica through the shared table.
  */
 import assert from "node:assert/strict";
-import { existsSync } from "node:fs";
+import { chmodSync, existsSync, statSync } from "node:fs";
 import { join } from "node:path";
 import { after, before, describe, it } from "node:test";
 import { Code, ConnectError } from "@connectrpc/connect";
 import { ExecutionService } from "../gen/openexec/v1/execution_pb.js";
 import { InfoService } from "../gen/openexec/v1/info_pb.js";
 import { reasonOf } from "../src/api/connect-errors.js";
+import { controlFilePath, postCommand } from "../src/freeze/control-file.js";
+import { FreezeWatch } from "../src/freeze/freeze-watch.js";
+import { SqliteLedgerStore } from "../src/ledger/sqlite-store.js";
+import { silentLogger } from "../src/log/logger.js";
 import { type AnyJson, clientFor, getJson, postJson } from "./support/clients.js";
 import { freshSchema, type PostgresSchema, postgresSkipReason } from "./support/postgres.js";
 import { generateReceiptKeyPem, type Replica, startReplicas, stopAll } from "./support/replica.js";
@@ -92,8 +96,8 @@ describe("freeze (SQLite, server running)", () => {
     }
   });
 
-  it("freeze one action: only that action is refused", async () => {
-    const server = await startTestServer();
+  it("freeze one action: only that action is refused (ledger in its writer thread)", async () => {
+    const server = await startTestServer({ OPENEXEC_LEDGER_THREAD: "on" });
     const db = `sqlite:///${server.dbPath}`;
     try {
       assert.equal((await runCli(["freeze", "--action", "echo", "--reason", "noisy", "--db", db])).code, 0);
@@ -144,6 +148,35 @@ describe("freeze (SQLite, server running)", () => {
   });
 });
 
+describe("freeze: the SQLite control file", () => {
+  it("is applied in order and removed; one writable by group or others is left unapplied", async () => {
+    const dir = scratchDir();
+    const path = join(dir.path, "ledger.db");
+    const store = SqliteLedgerStore.open(path);
+    const watch = new FreezeWatch(store, silentLogger(), controlFilePath(path));
+    try {
+      postCommand(controlFilePath(path), { op: "freeze", scope: "*", reason: "a", frozenAtMs: 1 });
+      postCommand(controlFilePath(path), { op: "freeze", scope: "echo", reason: "b", frozenAtMs: 2 });
+      postCommand(controlFilePath(path), { op: "unfreeze", scope: "*" });
+      assert.equal(statSync(controlFilePath(path)).mode & 0o777, 0o600);
+      await watch.poll();
+      assert.equal(existsSync(controlFilePath(path)), false);
+      assert.deepEqual(await store.freezes(), [{ scope: "echo", reason: "b", frozenAtMs: 2 }]);
+      assert.equal(watch.frozenFor("echo")?.reason, "b");
+      assert.equal(watch.frozenFor("add"), undefined);
+
+      postCommand(controlFilePath(path), { op: "unfreeze", scope: "echo" });
+      chmodSync(controlFilePath(path), 0o666);
+      await watch.poll();
+      assert.equal(existsSync(controlFilePath(path)), true);
+      assert.equal(watch.frozenFor("echo")?.reason, "b");
+    } finally {
+      await store.close();
+      dir.cleanup();
+    }
+  });
+});
+
 describe("freeze: the command line", () => {
   it("refuses bad arguments with exit 2", async () => {
     const dir = scratchDir();
@@ -159,9 +192,9 @@ describe("freeze: the command line", () => {
         ["unfreeze", "--reason", "x"],
         ["freeze", "--reason", "x"], // no ledger at that path
       ];
-      for (const args of cases) {
-        const { code, stderr } = await runCli(args, env);
-        assert.equal(code, 2, `${args.join(" ")}: ${stderr}`);
+      const answers = await Promise.all(cases.map((args) => runCli(args, env)));
+      for (const [i, { code, stderr }] of answers.entries()) {
+        assert.equal(code, 2, `${cases[i]?.join(" ")}: ${stderr}`);
         assert.match(stderr, /^openexec: /);
       }
     } finally {
