@@ -98,7 +98,7 @@ export async function startServer(
   });
   // Stopping changes readiness at once: health watchers hear it now, not at their next poll.
   const readinessChanges = new EventEmitter().setMaxListeners(0); // one listener per open Watch stream
-  let stopping: Promise<void> | undefined;
+  let stopRequested = false;
   const facts: ServiceFacts = {
     mode: config.mode,
     tenantId: config.tenantId,
@@ -117,7 +117,7 @@ export async function startServer(
     },
     schemaVersion: store.schemaVersion,
     readiness: async () => {
-      if (stopping !== undefined || executor.draining) return "draining";
+      if (stopRequested || executor.draining) return "draining";
       try {
         await store.check();
         return undefined;
@@ -203,8 +203,10 @@ export async function startServer(
 
   // A second signal aborts this: the drain period and the waits that remain end at once.
   const hurry = new AbortController();
+  let stopping: Promise<void> | undefined;
   const shutdown = (options: { readonly now?: boolean } = {}) => {
     if (options.now === true) hurry.abort();
+    stopRequested = true;
     stopping ??= (async () => {
       // 1. Not ready, still serving: load balancers and sidecars stop routing here first.
       logger.info({ drainMs: config.drainMs }, "draining");
