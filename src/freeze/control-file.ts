@@ -1,4 +1,14 @@
-import { closeSync, fsyncSync, openSync, readFileSync, renameSync, statSync, unlinkSync, writeSync } from "node:fs";
+import {
+  closeSync,
+  fsyncSync,
+  openSync,
+  readFileSync,
+  renameSync,
+  rmSync,
+  statSync,
+  unlinkSync,
+  writeSync,
+} from "node:fs";
 import { isValidScope, maxReasonLength } from "./freeze-scope.js";
 
 /**
@@ -24,7 +34,9 @@ export function controlFilePath(ledgerPath: string): string {
 export function postCommand(path: string, command: FreezeCommand): void {
   const queued = readCommands(path) ?? [];
   const scratch = `${path}.${process.pid}.tmp`;
-  const fd = openSync(scratch, "w", 0o600);
+  // Created anew, so that it is 0600 even where a crashed run left one with another mode.
+  rmSync(scratch, { force: true });
+  const fd = openSync(scratch, "wx", 0o600);
   try {
     writeSync(fd, JSON.stringify([...queued, command]));
     fsyncSync(fd);
