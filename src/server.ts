@@ -1,3 +1,4 @@
+import { EventEmitter } from "node:events";
 import type { AddressInfo } from "node:net";
 import { create } from "@bufbuild/protobuf";
 import { KeyInfoSchema } from "../gen/openexec/v1/info_pb.js";
@@ -11,6 +12,8 @@ import { clawshieldApprovalGate, demoApprovalGate } from "./approval/approval-ga
 import type { ServerConfig } from "./config/server-config.js";
 import { Rejection } from "./errors/reason.js";
 import { Executor } from "./execution/executor.js";
+import { controlFilePath } from "./freeze/control-file.js";
+import { FreezeWatch } from "./freeze/freeze-watch.js";
 import { PostgresLedgerStore } from "./ledger/postgres-store.js";
 import { SqliteLedgerStore } from "./ledger/sqlite-store.js";
 import type { LedgerStore } from "./ledger/store.js";
@@ -36,8 +39,16 @@ export interface RunningServer {
   readonly address: AddressInfo;
   /** e.g. http://127.0.0.1:5000 */
   readonly url: string;
-  /** Drains (ready → 503, new executions refused), finishes in-flight work, closes the store. */
-  shutdown(): Promise<void>;
+  /**
+   * Stops in stages (docs/CONFIGURATION.md#graceful-shutdown): not ready at
+   * once but still serving for OPENEXEC_DRAIN_MS, then new executions refused
+   * and connections no longer accepted, in-flight executions finished (at most
+   * OPENEXEC_SHUTDOWN_TIMEOUT_MS), a last checkpoint, the ledger closed.
+   * `{ now: true }` (a second signal) skips the drain period and the waiting
+   * that remain; what is committed stays committed. Every call answers the
+   * same stop.
+   */
+  shutdown(options?: { readonly now?: boolean }): Promise<void>;
   /** The ledger it serves; it holds the SQLite file exclusively, so in-process readers use this one. */
   readonly store: LedgerStore;
 }
@@ -70,6 +81,13 @@ export async function startServer(
     await store.close();
     throw error;
   }
+  // The operator's kill switch: read before the first request, then about once a second.
+  const freezes = new FreezeWatch(
+    store,
+    logger,
+    config.database.kind === "sqlite" ? controlFilePath(config.database.path) : undefined,
+  );
+  await freezes.start();
   store.startLeases((error) =>
     logger.error({ err: error instanceof Error ? error.name : typeof error }, "lease renewal failed"),
   );
@@ -83,7 +101,11 @@ export async function startServer(
     limits: config.limits,
     inProgressWaitMs: config.inProgressWaitMs,
     logger,
+    freezes,
   });
+  // Stopping changes readiness at once: health watchers hear it now, not at their next poll.
+  const readinessChanges = new EventEmitter().setMaxListeners(0); // one listener per open Watch stream
+  let stopRequested = false;
   const facts: ServiceFacts = {
     mode: config.mode,
     tenantId: config.tenantId,
@@ -102,7 +124,7 @@ export async function startServer(
     },
     schemaVersion: store.schemaVersion,
     readiness: async () => {
-      if (executor.draining) return "draining";
+      if (stopRequested || executor.draining) return "draining";
       try {
         await store.check();
         return undefined;
@@ -110,6 +132,8 @@ export async function startServer(
         return "store_unavailable";
       }
     },
+    readinessChanges,
+    frozen: () => freezes.freezes,
   };
 
   const shutdownSignal = new AbortController();
@@ -201,6 +225,7 @@ export async function startServer(
   } catch (error) {
     http.stopAccepting();
     log.stop();
+    await freezes.stop();
     await store.close();
     throw error;
   }
@@ -213,26 +238,53 @@ export async function startServer(
     "openexec listening",
   );
 
+  // A second signal aborts this: the drain period and the waits that remain end at once.
+  const hurry = new AbortController();
   let stopping: Promise<void> | undefined;
-  const shutdown = () => {
+  const shutdown = (options: { readonly now?: boolean } = {}) => {
+    if (options.now === true) hurry.abort();
+    stopRequested = true;
     stopping ??= (async () => {
-      logger.info("draining");
+      // 1. Not ready, still serving: load balancers and sidecars stop routing here first.
+      logger.info({ drainMs: config.drainMs }, "draining");
+      readinessChanges.emit("change");
+      await delay(config.drainMs, hurry.signal);
+      // 2. New executions refused, no new connections; running executions finish (bounded).
       const drained = executor.drain();
       http.stopAccepting();
-      const timeout = new Promise<void>((resolve) => setTimeout(resolve, config.shutdownTimeoutMs).unref());
-      await Promise.race([drained, timeout]);
+      await Promise.race([drained, delay(config.shutdownTimeoutMs, hurry.signal)]);
       shutdownSignal.abort();
-      await http.closeConnections(1000);
+      await http.closeConnections(hurry.signal.aborted ? 0 : 1000);
       metricsServer?.server.close();
-      // A last checkpoint, so that every receipt issued is covered by a signed one.
+      // 3. A last checkpoint, so that every receipt issued is covered by a signed one.
       log.stop();
       await log.publish().catch(() => undefined);
+      // 4. The ledger commits what is queued and closes: nothing acknowledged is lost.
+      await freezes.stop();
       await store.close();
       logger.info("stopped");
     })();
     return stopping;
   };
   return { address, url: `http://${host}:${address.port}`, shutdown, store };
+}
+
+/**
+ * Resolves after `ms`, or as soon as `signal` aborts. Unref'd: a timer that
+ * lost its race (the shutdown timeout, once executions finished) must not hold
+ * the process after the stop.
+ */
+function delay(ms: number, signal: AbortSignal): Promise<void> {
+  if (signal.aborted || ms === 0) return Promise.resolve();
+  return new Promise((resolve) => {
+    const done = () => {
+      clearTimeout(timer);
+      signal.removeEventListener("abort", done);
+      resolve();
+    };
+    const timer = setTimeout(done, ms).unref();
+    signal.addEventListener("abort", done, { once: true });
+  });
 }
 
 /**

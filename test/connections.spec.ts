@@ -60,6 +60,8 @@ async function spawnLimited(env: Record<string, string>): Promise<LimitedServer>
         PATH: process.env.PATH ?? "",
         OPENEXEC_LOG_LEVEL: "warn",
         OPENEXEC_DB_URL: `sqlite:///${dir.path}/ledger.db`,
+        // Stopped with SIGTERM: no drain period to wait out (default 5 s).
+        OPENEXEC_DRAIN_MS: "0",
         ...env,
       },
       stdio: ["ignore", "ignore", "pipe"],

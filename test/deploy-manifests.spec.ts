@@ -21,14 +21,6 @@ const python = "/usr/bin/python3";
 const manifestsDir = join(packageRoot, "deploy/kubernetes");
 const actionNames = createBuiltinRegistry().names();
 
-/**
- * Variables the manifests set that the server on this branch does not read yet,
- * because another branch adds them. Each is checked to be absent from
- * src/config, so that it is removed from here once the server reads it.
- */
-const pendingVariables: ReadonlyMap<string, string> = new Map([
-  ["OPENEXEC_DRAIN_MS", "how long a stopping server stays up, not ready, before closing (default 5000)"],
-]);
 const defaultDrainMs = 5000;
 
 // biome-ignore lint/suspicious/noExplicitAny: parsed YAML is untyped; every use is checked by an assertion
@@ -249,12 +241,9 @@ describe("container image and Kubernetes manifests", () => {
     if (!requireYaml(t)) return;
     const known = variablesTheServerReads();
     assert.ok(known.has("OPENEXEC_DB_URL") && known.has("OPENEXEC_SHUTDOWN_TIMEOUT_MS"), "names read from src/config");
-    for (const name of pendingVariables.keys()) {
-      assert.ok(!known.has(name), `src/config now reads ${name}: remove it from pendingVariables`);
-    }
     for (const { file, env } of workloads) {
       for (const name of env.keys()) {
-        assert.ok(known.has(name) || pendingVariables.has(name), `${file}: the server reads no variable ${name}`);
+        assert.ok(known.has(name), `${file}: the server reads no variable ${name}`);
       }
     }
   });

@@ -391,6 +391,20 @@ export function ledgerContract(
         );
         assert.equal(await storage.transaction((tx) => counterIn(tx, "tx-undone")), undefined);
       });
+
+      it("freezes: set, replaced, listed by scope with a numeric time, lifted once", async () => {
+        await storage.setFreeze({ scope: "echo", reason: "first", frozenAtMs: 1_700_000_000_001 });
+        await storage.setFreeze({ scope: "*", reason: "all", frozenAtMs: 1_700_000_000_002 });
+        await storage.setFreeze({ scope: "echo", reason: "replaced", frozenAtMs: 1_700_000_000_003 });
+        assert.deepEqual(await storage.freezes(), [
+          { scope: "*", reason: "all", frozenAtMs: 1_700_000_000_002 },
+          { scope: "echo", reason: "replaced", frozenAtMs: 1_700_000_000_003 },
+        ]);
+        assert.equal(await storage.clearFreeze("*"), true);
+        assert.equal(await storage.clearFreeze("*"), false);
+        assert.equal(await storage.clearFreeze("echo"), true);
+        assert.deepEqual(await storage.freezes(), []);
+      });
     });
 
     describe("one log", () => {

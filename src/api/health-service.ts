@@ -26,7 +26,7 @@ export function createHealthService(facts: ServiceFacts, serviceNames: readonly 
         await new Promise((resolve) => context.signal.addEventListener("abort", resolve, { once: true }));
         return;
       }
-      // Send the status now and on every change, checking once a second.
+      // Send the status now and on every change: checked once a second, and at once when a stop begins.
       let last: ServingStatus | undefined;
       while (!context.signal.aborted) {
         const status = await statusNow();
@@ -34,18 +34,23 @@ export function createHealthService(facts: ServiceFacts, serviceNames: readonly 
           last = status;
           yield { status };
         }
-        await new Promise((resolve) => {
-          const timer = setTimeout(resolve, 1000);
-          context.signal.addEventListener(
-            "abort",
-            () => {
-              clearTimeout(timer);
-              resolve(undefined);
-            },
-            { once: true },
-          );
-        });
+        await nextCheck(facts, context.signal);
       }
     },
   };
+}
+
+/** Resolves after a second, when readiness changes (a stop began), or when the stream ends. */
+function nextCheck(facts: ServiceFacts, signal: AbortSignal): Promise<void> {
+  return new Promise((resolve) => {
+    const done = () => {
+      clearTimeout(timer);
+      signal.removeEventListener("abort", done);
+      facts.readinessChanges?.off("change", done);
+      resolve();
+    };
+    const timer = setTimeout(done, 1000);
+    signal.addEventListener("abort", done, { once: true });
+    facts.readinessChanges?.on("change", done);
+  });
 }

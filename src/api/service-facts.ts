@@ -1,3 +1,4 @@
+import type { EventEmitter } from "node:events";
 import { create } from "@bufbuild/protobuf";
 import {
   type GetHealthResponse,
@@ -13,6 +14,7 @@ import {
   type KeyInfo,
 } from "../../gen/openexec/v1/info_pb.js";
 import type { ExecMode } from "../config/server-config.js";
+import type { Freeze } from "../ledger/store.js";
 import { apiPackage, openexecVersion } from "../version.js";
 
 /** What the info endpoints report about this executor. */
@@ -27,6 +29,10 @@ export interface ServiceFacts {
   readonly schemaVersion: number;
   /** Resolves to undefined when ready, or the reason code why not. */
   readonly readiness: () => Promise<string | undefined>;
+  /** Emits "change" when readiness may have changed (a stop began), so that watchers need not wait for a poll. */
+  readonly readinessChanges?: EventEmitter;
+  /** The operator's freezes in force, as last read from the ledger. */
+  readonly frozen?: () => readonly Freeze[];
 }
 
 export const openAllowListWarning = "No execution allow-list configured";
@@ -44,6 +50,11 @@ export function healthOf(facts: ServiceFacts): GetHealthResponse {
     actions: [...facts.actions],
     approvalKeys: [...facts.approvalKeys],
     receiptKey: facts.receiptKey.info,
+    frozen: (facts.frozen?.() ?? []).map((f) => ({
+      scope: f.scope,
+      reason: f.reason,
+      frozenAt: new Date(f.frozenAtMs).toISOString(),
+    })),
   });
 }
 

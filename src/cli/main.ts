@@ -2,6 +2,7 @@
 import { approveCommand } from "./approve-command.js";
 import { auditCommand } from "./audit-command.js";
 import { exportCommand } from "./export-command.js";
+import { freezeCommand, unfreezeCommand } from "./freeze-command.js";
 import { keygenCommand } from "./keygen-command.js";
 import { UsageError } from "./ledger-access.js";
 import { serveCommand, serveHelp } from "./serve-command.js";
@@ -16,6 +17,8 @@ Commands:
   verify-receipt  verify a receipt offline (signature, result, checkpoint, inclusion)
   audit    check the whole ledger, its log and checkpoints; name the first divergence
   export   write the receipts log as JSON Lines for an external witness
+  freeze   refuse new executions (all, or one action) until unfreeze: the operator's kill switch
+  unfreeze lift a freeze
 
 Run "openexec <command> --help" for a command's options.
 `;
@@ -27,10 +30,12 @@ const commands: Record<string, (args: string[]) => Promise<number>> = {
   "verify-receipt": verifyReceiptCommand,
   audit: auditCommand,
   export: exportCommand,
+  freeze: freezeCommand,
+  unfreeze: unfreezeCommand,
 };
 
 /** Commands whose exit status 1 is a verdict ("invalid", "diverges"): failing to run them is 2. */
-const verdictCommands = new Set(["verify-receipt", "audit", "export", "approve", "keygen"]);
+const verdictCommands = new Set(["verify-receipt", "audit", "export", "approve", "keygen", "freeze", "unfreeze"]);
 
 async function main(argv: string[]): Promise<number> {
   const [name, ...args] = argv;

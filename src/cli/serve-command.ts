@@ -28,6 +28,7 @@ Environment (all optional; see docs/CONFIGURATION.md):
   OPENEXEC_MAX_JSON_DEPTH      deepest payload nesting (default 32)
   OPENEXEC_MAX_NONCE_LENGTH    longest nonce (default 128)
   OPENEXEC_HANDLER_TIMEOUT_MS  handler time limit (default 5000)
+  OPENEXEC_DRAIN_MS            after SIGTERM, how long it keeps serving while not ready (default 5000)
   OPENEXEC_SHUTDOWN_TIMEOUT_MS how long SIGTERM waits for in-flight executions (default 10000)
   OPENEXEC_HEADERS_TIMEOUT_MS  time to send the protocol preface and request headers (default 10000)
   OPENEXEC_REQUEST_TIMEOUT_MS  time to send a whole request (default 30000)
@@ -43,7 +44,7 @@ Environment (all optional; see docs/CONFIGURATION.md):
   OPENEXEC_LOG_ORIGIN          the transparency log's name (default openexec/<receipt key id>)
 `;
 
-/** `openexec serve`: runs until SIGTERM or SIGINT, then drains and exits 0. */
+/** `openexec serve`: runs until SIGTERM or SIGINT, then drains and exits 0; a second signal stops at once. */
 export async function serveCommand(args: string[]): Promise<number> {
   const { values } = parseArgs({
     args,
@@ -68,16 +69,22 @@ export async function serveCommand(args: string[]): Promise<number> {
   const logger = createLogger(config.logLevel);
   for (const warning of config.warnings) process.stderr.write(`openexec: warning: ${warning}\n`);
   const server = await startServer(config, logger, actions);
-  process.stderr.write(`openexec ${config.mode} mode listening on ${server.url}\n`);
-  await new Promise<void>((resolve) => {
-    const stop = (signal: string) => {
-      logger.info({ signal }, "signal received");
-      resolve();
+  // The first signal drains (docs/CONFIGURATION.md#graceful-shutdown); a second one stops at once.
+  let signals = 0;
+  const stopped = new Promise<void>((resolve, reject) => {
+    const onSignal = (signal: NodeJS.Signals) => {
+      signals++;
+      logger.info({ signal, now: signals > 1 }, "signal received");
+      server.shutdown({ now: signals > 1 }).then(resolve, reject);
     };
-    process.once("SIGTERM", stop);
-    process.once("SIGINT", stop);
+    process.on("SIGTERM", onSignal);
+    process.on("SIGINT", onSignal);
   });
-  await server.shutdown();
+  // Only once signals are handled: whoever waits for this line may signal at once.
+  process.stderr.write(`openexec ${config.mode} mode listening on ${server.url}\n`);
+  await stopped;
   logger.flush();
+  // Stopping at once may leave abandoned handlers' timers behind; the ledger is closed, so nothing is lost.
+  if (signals > 1) process.exit(0);
   return 0;
 }

@@ -34,6 +34,11 @@ export interface ServerConfig {
   readonly logLevel: LogLevel;
   /** How long SIGTERM waits for in-flight executions before closing anyway. */
   readonly shutdownTimeoutMs: number;
+  /**
+   * OPENEXEC_DRAIN_MS: after SIGTERM, how long the server keeps serving while
+   * reporting not ready, so that load balancers and sidecars stop routing to it first.
+   */
+  readonly drainMs: number;
   /** OPENEXEC_CHECKPOINT_INTERVAL_MS: how often a checkpoint is signed while the log grows. */
   readonly checkpointIntervalMs: number;
   /** OPENEXEC_LEASE_MS: how long a reservation stays this process's without renewal. */
@@ -228,6 +233,7 @@ export function loadServerConfig(
   else problems.push(`OPENEXEC_LOG_LEVEL must be one of ${logLevels.join(", ")}; got "${levelRaw}"`);
 
   const shutdownTimeoutMs = integer("OPENEXEC_SHUTDOWN_TIMEOUT_MS", 10_000, 0, 600_000);
+  const drainMs = integer("OPENEXEC_DRAIN_MS", 5000, 0, 600_000);
   const checkpointIntervalMs = integer("OPENEXEC_CHECKPOINT_INTERVAL_MS", 1000, 50, 60_000);
   const leaseMs = integer("OPENEXEC_LEASE_MS", 30_000, 1000, 3_600_000);
   const ledgerThreadRaw = read("OPENEXEC_LEDGER_THREAD") ?? "on";
@@ -305,6 +311,7 @@ export function loadServerConfig(
     connections,
     logLevel,
     shutdownTimeoutMs,
+    drainMs,
     receiptKeyPem,
     logOrigin,
     allowedHosts,

@@ -59,6 +59,8 @@ export const rejectionCodes = {
   // Try again later (503).
   store_unavailable: Code.Unavailable,
   draining: Code.Unavailable,
+  // The operator froze this action, or every action (openexec freeze): recorded as a denial; retry after unfreeze.
+  frozen: Code.Unavailable,
   // No checkpoint covers the receipt yet (checkpoints are signed every second): retry (503).
   checkpoint_pending: Code.Unavailable,
 } as const satisfies Record<string, Code>;

@@ -12,6 +12,7 @@ import type {
   Denial,
   ExecutionRecord,
   FinishedExecution,
+  Freeze,
   LedgerStore,
   Reservation,
   ReserveOutcome,
@@ -57,6 +58,8 @@ export interface ExecutorOptions {
   readonly inProgressWaitMs?: number;
   /** The wall clock; injectable so tests can fix time. */
   readonly now?: () => Date;
+  /** The operator's freezes (openexec freeze); undefined: nothing is ever frozen. */
+  readonly freezes?: { frozenFor(action: string): Freeze | undefined };
 }
 
 interface Settled {
@@ -116,7 +119,12 @@ export class Executor {
       approval: decision.approved ? decision.use : undefined,
       logicalTime: now,
     };
-    const settled = await this.#once(reservation, action, input);
+    // While the operator has the action frozen, only a replay is answered; a new execution is denied.
+    const freeze = this.#options.freezes?.frozenFor(action.name);
+    const settled =
+      freeze === undefined
+        ? await this.#once(reservation, action, input)
+        : await this.#replayWhileFrozen(reservation, subject.artifact);
     // 5. Answer: the outcome, if this request matches the one that owns the nonce.
     const { record } = settled;
     if (record.action !== action.name || !digestsEqual(record.payloadDigest, payloadDigest)) {
@@ -129,6 +137,28 @@ export class Executor {
       throw new Rejection("interrupted", "the execution with this nonce was interrupted and will not run again");
     }
     return { execution: record, replayed: settled.reservedId !== reservation.executionId };
+  }
+
+  /**
+   * A frozen action runs nothing: a request whose nonce already has an
+   * execution is answered from it (a replay is not an execution; step 5 still
+   * compares fingerprints); any other is denied `frozen` and recorded with a
+   * receipt, leaving its nonce unused for after the freeze.
+   */
+  async #replayWhileFrozen(reservation: Reservation, artifact: Uint8Array): Promise<Settled> {
+    const existing = await guardStore(
+      this.#options.store.find(reservation.tenantId, reservation.nonce),
+      this.#options.logger,
+    );
+    if (existing !== undefined) return this.#settleExisting(existing);
+    throw await this.#recordDenial(
+      new Rejection("frozen", `action "${reservation.action}" is frozen by the operator; see /health`),
+      {
+        ...reservation,
+        approvalDigest: artifact.length === 0 ? undefined : createHash("sha256").update(artifact).digest(),
+      },
+      reservation.logicalTime,
+    );
   }
 
   /** Stops taking new executions; resolves when the running ones are recorded. */

@@ -21,6 +21,7 @@ import type {
   DeniedAttempt,
   ExecutionRecord,
   FinishedExecution,
+  Freeze,
   LatestInclusion,
   LedgerStore,
   LogEntry,
@@ -244,6 +245,18 @@ export class Ledger implements LedgerStore {
 
   unloggedEntries(): AsyncIterable<UnloggedEntry> {
     return this.#storage.unloggedEntries();
+  }
+
+  freezes(): Promise<Freeze[]> {
+    return this.#storage.freezes();
+  }
+
+  setFreeze(freeze: Freeze): Promise<void> {
+    return this.#storage.setFreeze(freeze);
+  }
+
+  clearFreeze(scope: string): Promise<boolean> {
+    return this.#storage.clearFreeze(scope);
   }
 
   check(): Promise<void> {

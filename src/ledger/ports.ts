@@ -212,8 +212,25 @@ export interface LedgerScanner {
   unloggedEntries(): AsyncIterable<{ readonly kind: LeafRow["kind"]; readonly entryId: string }>;
 }
 
+/** An operator's freeze (openexec freeze): '*' or an action name, why, and since when. */
+export interface FreezeRow {
+  readonly scope: string;
+  readonly reason: string;
+  readonly frozenAtMs: number;
+}
+
+/** The freezes table: the operator's kill switch, outside every execution transaction. */
+export interface FreezeStorage {
+  /** Every freeze in force, by scope. */
+  freezes(): Promise<FreezeRow[]>;
+  /** Sets (or replaces) the freeze of one scope. */
+  setFreeze(freeze: FreezeRow): Promise<void>;
+  /** Lifts the freeze of one scope; false when there was none. */
+  clearFreeze(scope: string): Promise<boolean>;
+}
+
 /** A ledger storage adapter: transactions, reads, readiness and lifecycle. */
-export interface LedgerStorage extends LedgerReader, LedgerScanner {
+export interface LedgerStorage extends LedgerReader, LedgerScanner, FreezeStorage {
   readonly schemaVersion: number;
   /** Runs `work` in one transaction; commits when it resolves, rolls back when it throws. */
   transaction<T>(work: (tx: LedgerTransaction) => Promise<T>): Promise<T>;

@@ -99,6 +99,19 @@ export const postgresMigrations: readonly { readonly version: number; readonly n
       );
     `,
     },
+    {
+      version: 2,
+      name: "freezes",
+      sql: `
+      -- The operator's kill switch (openexec freeze), read by every replica about once a second:
+      -- '*' freezes every action, otherwise one action's name.
+      CREATE TABLE freezes (
+        scope        TEXT PRIMARY KEY,
+        reason       TEXT NOT NULL,
+        frozen_at_ms BIGINT NOT NULL
+      );
+    `,
+    },
   ];
 
 export const latestPostgresSchemaVersion = postgresMigrations.reduce((max, m) => Math.max(max, m.version), 0);

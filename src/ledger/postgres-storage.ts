@@ -18,6 +18,7 @@ import type {
   DenialRow,
   ExecutionFinish,
   ExecutionRow,
+  FreezeRow,
   LeafEntry,
   LeafRow,
   LedgerStorage,
@@ -464,6 +465,33 @@ export class PostgresStorage implements LedgerStorage {
     );
   }
 
+  async freezes(): Promise<FreezeRow[]> {
+    return this.#read(async (db) =>
+      (
+        await db.query<{ scope: string; reason: string; frozen_at_ms: number }>(
+          "SELECT scope, reason, frozen_at_ms FROM freezes ORDER BY scope",
+        )
+      ).rows.map((row) => ({ scope: row.scope, reason: row.reason, frozenAtMs: row.frozen_at_ms })),
+    );
+  }
+
+  /** One autocommit statement on the pool: every replica reads it at its next poll. */
+  async setFreeze(freeze: FreezeRow): Promise<void> {
+    await this.#read((db) =>
+      db.query(
+        `INSERT INTO freezes (scope, reason, frozen_at_ms) VALUES ($1, $2, $3)
+         ON CONFLICT (scope) DO UPDATE SET reason = excluded.reason, frozen_at_ms = excluded.frozen_at_ms`,
+        [freeze.scope, freeze.reason, freeze.frozenAtMs],
+      ),
+    );
+  }
+
+  async clearFreeze(scope: string): Promise<boolean> {
+    return this.#read(
+      async (db) => ((await db.query("DELETE FROM freezes WHERE scope = $1", [scope])).rowCount ?? 0) > 0,
+    );
+  }
+
   async *leafEntries(): AsyncGenerator<LeafEntry> {
     for (let next = 0; ; ) {
       const rows = await this.#read(
@@ -710,6 +738,27 @@ export async function openPostgresStorageReadOnly(options: PostgresConnectionOpt
       throw error;
     }
     return new PostgresStorage(pool, version, options, snapshot);
+  } catch (error) {
+    await pool.end().catch(() => undefined);
+    throw error;
+  }
+}
+
+/**
+ * Opens an existing ledger for the operator's control commands (openexec
+ * freeze): writes only the freezes table, while replicas keep serving. No
+ * migrations: only this build's schema.
+ */
+export async function openPostgresStorageForControl(options: PostgresConnectionOptions): Promise<PostgresStorage> {
+  const pool = poolOf(options);
+  try {
+    const version = await schemaVersionOf(pool);
+    if (version !== latestPostgresSchemaVersion) {
+      throw new SchemaTooNewError(
+        `the ledger has schema version ${version}; this build controls version ${latestPostgresSchemaVersion}`,
+      );
+    }
+    return new PostgresStorage(pool, version, options);
   } catch (error) {
     await pool.end().catch(() => undefined);
     throw error;

@@ -105,6 +105,18 @@ export const sqliteMigrations: readonly { readonly version: number; readonly nam
       INSERT INTO log_state (id, size) SELECT 1, coalesce(max(leaf_index) + 1, 0) FROM log_leaves;
     `,
   },
+  {
+    version: 6,
+    name: "freezes",
+    sql: `
+      -- The operator's kill switch (openexec freeze): '*' freezes every action, otherwise one action's name.
+      CREATE TABLE freezes (
+        scope        TEXT PRIMARY KEY,
+        reason       TEXT NOT NULL,
+        frozen_at_ms INTEGER NOT NULL
+      ) WITHOUT ROWID;
+    `,
+  },
 ];
 
 export const latestSqliteSchemaVersion = sqliteMigrations.reduce((max, m) => Math.max(max, m.version), 0);

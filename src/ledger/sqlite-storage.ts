@@ -28,6 +28,7 @@ import type {
   DenialRow,
   ExecutionFinish,
   ExecutionRow,
+  FreezeRow,
   LeafEntry,
   LeafRow,
   LedgerStorage,
@@ -348,6 +349,33 @@ export class SqliteStorage implements LedgerStorage {
 
   async checkpointAt(treeSize: number): Promise<CheckpointRow | undefined> {
     return this.#read(() => fromCheckpoint(this.#sql.checkpointAt.get(treeSize)));
+  }
+
+  async freezes(): Promise<FreezeRow[]> {
+    return this.#read(() =>
+      this.#db
+        .prepare<[], { scope: string; reason: string; frozen_at_ms: number }>(
+          "SELECT scope, reason, frozen_at_ms FROM freezes ORDER BY scope",
+        )
+        .all()
+        .map((row) => ({ scope: row.scope, reason: row.reason, frozenAtMs: row.frozen_at_ms })),
+    );
+  }
+
+  /** Outside the group commit: one autocommit statement, run once no batch is open on the connection. */
+  async setFreeze(freeze: FreezeRow): Promise<void> {
+    await this.#read(() =>
+      this.#db
+        .prepare(
+          `INSERT INTO freezes (scope, reason, frozen_at_ms) VALUES (?, ?, ?)
+           ON CONFLICT (scope) DO UPDATE SET reason = excluded.reason, frozen_at_ms = excluded.frozen_at_ms`,
+        )
+        .run(freeze.scope, freeze.reason, freeze.frozenAtMs),
+    );
+  }
+
+  async clearFreeze(scope: string): Promise<boolean> {
+    return this.#read(() => this.#db.prepare("DELETE FROM freezes WHERE scope = ?").run(scope).changes > 0);
   }
 
   async *leafEntries(): AsyncGenerator<LeafEntry> {

@@ -3,6 +3,7 @@ import type { FailureReason, RejectionReason } from "../errors/reason.js";
 import type { EncodedReceipt } from "../receipts/receipt.js";
 import type { NoteSigner } from "../tlog/checkpoint.js";
 import type { LeafRange } from "../tlog/proof-plan.js";
+import type { FreezeRow } from "./ports.js";
 import type { LedgerEffect } from "./recorder.js";
 
 export { isStoreFailure, LedgerBugError, StoreUnavailableError } from "./errors.js";
@@ -74,6 +75,12 @@ export interface LedgerStore {
   checkpoints(): AsyncIterable<StoredCheckpoint>;
   /** Ledger commits (transactions) so far, the writes they held and the time they took, for /metrics. */
   commitStats(): Promise<CommitStats>;
+  /** Every operator freeze in force (openexec freeze), by scope. */
+  freezes(): Promise<Freeze[]>;
+  /** Sets (or replaces) the freeze of one scope: '*' or an action name. */
+  setFreeze(freeze: Freeze): Promise<void>;
+  /** Lifts the freeze of one scope; false when there was none. */
+  clearFreeze(scope: string): Promise<boolean>;
   /** Throws when the store cannot serve requests (readiness). */
   check(): Promise<void>;
   /**
@@ -98,6 +105,8 @@ export interface CommitStats {
   readonly writes: number;
   readonly seconds: number;
 }
+/** An operator's freeze: every action ('*') or one, refused with 503 frozen until lifted. */
+export type Freeze = FreezeRow;
 
 /** One row of the counters table. */
 export interface StoredCounter {

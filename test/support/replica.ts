@@ -48,7 +48,14 @@ export function spawnReplicaProcess(
 ): ReplicaStart {
   const child = spawn(process.execPath, ["--import", tsx, ...command], {
     cwd: packageRoot,
-    env: { PATH: process.env.PATH ?? "", OPENEXEC_LOG_LEVEL: "error", OPENEXEC_CHECKPOINT_INTERVAL_MS: "100", ...env },
+    env: {
+      PATH: process.env.PATH ?? "",
+      OPENEXEC_LOG_LEVEL: "error",
+      OPENEXEC_CHECKPOINT_INTERVAL_MS: "100",
+      // No drain period (default 5 s): stop() would SIGKILL a replica still draining.
+      OPENEXEC_DRAIN_MS: "0",
+      ...env,
+    },
     stdio: ["ignore", "ignore", "pipe"],
   });
   let stderr = "";

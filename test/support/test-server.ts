@@ -43,6 +43,8 @@ export async function startTestServer(
       OPENEXEC_DB_URL: `sqlite:///${dbPath}`,
       OPENEXEC_CHECKPOINT_INTERVAL_MS: "100",
       OPENEXEC_LEDGER_THREAD: "off",
+      // No drain period (default 5 s) unless a test asks for one: nothing routes to a test server.
+      OPENEXEC_DRAIN_MS: "0",
       ...env,
     },
     { host: "127.0.0.1", port: "0" },
@@ -76,7 +78,13 @@ export async function spawnServer(
 ): Promise<ServerProcess> {
   const child = spawn(process.execPath, ["--import", tsx, join(packageRoot, "src/cli/main.ts"), "serve", ...args], {
     cwd,
-    env: { PATH: process.env.PATH ?? "", OPENEXEC_LOG_LEVEL: "warn", OPENEXEC_CHECKPOINT_INTERVAL_MS: "100", ...env },
+    env: {
+      PATH: process.env.PATH ?? "",
+      OPENEXEC_LOG_LEVEL: "warn",
+      OPENEXEC_CHECKPOINT_INTERVAL_MS: "100",
+      OPENEXEC_DRAIN_MS: "0",
+      ...env,
+    },
     stdio: ["ignore", "pipe", "pipe"],
   });
   let stderr = "";

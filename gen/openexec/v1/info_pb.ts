@@ -10,7 +10,7 @@ import type { Message } from "@bufbuild/protobuf";
  * Describes the file openexec/v1/info.proto.
  */
 export const file_openexec_v1_info: GenFile = /*@__PURE__*/
-  fileDesc("ChZvcGVuZXhlYy92MS9pbmZvLnByb3RvEgtvcGVuZXhlYy52MSIQCg5HZXRJbmZvUmVxdWVzdCJDCg9HZXRJbmZvUmVzcG9uc2USDwoHc2VydmljZRgBIAEoCRIOCgZzdGF0dXMYAiABKAkSDwoHdmVyc2lvbhgDIAEoCSISChBHZXRIZWFsdGhSZXF1ZXN0IowCChFHZXRIZWFsdGhSZXNwb25zZRIOCgZzdGF0dXMYASABKAkSEQoJZXhlY19tb2RlGAIgASgJEh4KFnNpZ25hdHVyZV92ZXJpZmljYXRpb24YAyABKAkSEwoLcmVzdHJpY3Rpb24YBCABKAkSEgoKYWxsb3dfbGlzdBgFIAMoCRIPCgd3YXJuaW5nGAYgASgJEhEKCXRlbmFudF9pZBgHIAEoCRIPCgdhY3Rpb25zGAggAygJEisKDWFwcHJvdmFsX2tleXMYCSADKAsyFC5vcGVuZXhlYy52MS5LZXlJbmZvEikKC3JlY2VpcHRfa2V5GAogASgLMhQub3BlbmV4ZWMudjEuS2V5SW5mbyJBCgdLZXlJbmZvEg4KBmtleV9pZBgBIAEoCRIRCglhbGdvcml0aG0YAiABKAkSEwoLZmluZ2VycHJpbnQYAyABKAkiFQoTR2V0UmVhZGluZXNzUmVxdWVzdCI1ChRHZXRSZWFkaW5lc3NSZXNwb25zZRINCgVyZWFkeRgBIAEoCBIOCgZyZWFzb24YAiABKAkiEwoRR2V0VmVyc2lvblJlcXVlc3QiWwoSR2V0VmVyc2lvblJlc3BvbnNlEg8KB3ZlcnNpb24YASABKAkSCwoDYXBpGAIgASgJEg8KB3J1bnRpbWUYAyABKAkSFgoOc2NoZW1hX3ZlcnNpb24YBCABKA0iFgoUR2V0UmVjZWlwdEtleVJlcXVlc3QiUgoVR2V0UmVjZWlwdEtleVJlc3BvbnNlEiEKA2tleRgBIAEoCzIULm9wZW5leGVjLnYxLktleUluZm8SFgoOcHVibGljX2tleV9wZW0YAiABKAkytAMKC0luZm9TZXJ2aWNlEkkKB0dldEluZm8SGy5vcGVuZXhlYy52MS5HZXRJbmZvUmVxdWVzdBocLm9wZW5leGVjLnYxLkdldEluZm9SZXNwb25zZSIDkAIBEk8KCUdldEhlYWx0aBIdLm9wZW5leGVjLnYxLkdldEhlYWx0aFJlcXVlc3QaHi5vcGVuZXhlYy52MS5HZXRIZWFsdGhSZXNwb25zZSIDkAIBElgKDEdldFJlYWRpbmVzcxIgLm9wZW5leGVjLnYxLkdldFJlYWRpbmVzc1JlcXVlc3QaIS5vcGVuZXhlYy52MS5HZXRSZWFkaW5lc3NSZXNwb25zZSIDkAIBElIKCkdldFZlcnNpb24SHi5vcGVuZXhlYy52MS5HZXRWZXJzaW9uUmVxdWVzdBofLm9wZW5leGVjLnYxLkdldFZlcnNpb25SZXNwb25zZSIDkAIBElsKDUdldFJlY2VpcHRLZXkSIS5vcGVuZXhlYy52MS5HZXRSZWNlaXB0S2V5UmVxdWVzdBoiLm9wZW5leGVjLnYxLkdldFJlY2VpcHRLZXlSZXNwb25zZSIDkAIBYgZwcm90bzM");
+  fileDesc("ChZvcGVuZXhlYy92MS9pbmZvLnByb3RvEgtvcGVuZXhlYy52MSIQCg5HZXRJbmZvUmVxdWVzdCJDCg9HZXRJbmZvUmVzcG9uc2USDwoHc2VydmljZRgBIAEoCRIOCgZzdGF0dXMYAiABKAkSDwoHdmVyc2lvbhgDIAEoCSISChBHZXRIZWFsdGhSZXF1ZXN0IrECChFHZXRIZWFsdGhSZXNwb25zZRIOCgZzdGF0dXMYASABKAkSEQoJZXhlY19tb2RlGAIgASgJEh4KFnNpZ25hdHVyZV92ZXJpZmljYXRpb24YAyABKAkSEwoLcmVzdHJpY3Rpb24YBCABKAkSEgoKYWxsb3dfbGlzdBgFIAMoCRIPCgd3YXJuaW5nGAYgASgJEhEKCXRlbmFudF9pZBgHIAEoCRIPCgdhY3Rpb25zGAggAygJEisKDWFwcHJvdmFsX2tleXMYCSADKAsyFC5vcGVuZXhlYy52MS5LZXlJbmZvEikKC3JlY2VpcHRfa2V5GAogASgLMhQub3BlbmV4ZWMudjEuS2V5SW5mbxIjCgZmcm96ZW4YCyADKAsyEy5vcGVuZXhlYy52MS5GcmVlemUiOgoGRnJlZXplEg0KBXNjb3BlGAEgASgJEg4KBnJlYXNvbhgCIAEoCRIRCglmcm96ZW5fYXQYAyABKAkiQQoHS2V5SW5mbxIOCgZrZXlfaWQYASABKAkSEQoJYWxnb3JpdGhtGAIgASgJEhMKC2ZpbmdlcnByaW50GAMgASgJIhUKE0dldFJlYWRpbmVzc1JlcXVlc3QiNQoUR2V0UmVhZGluZXNzUmVzcG9uc2USDQoFcmVhZHkYASABKAgSDgoGcmVhc29uGAIgASgJIhMKEUdldFZlcnNpb25SZXF1ZXN0IlsKEkdldFZlcnNpb25SZXNwb25zZRIPCgd2ZXJzaW9uGAEgASgJEgsKA2FwaRgCIAEoCRIPCgdydW50aW1lGAMgASgJEhYKDnNjaGVtYV92ZXJzaW9uGAQgASgNIhYKFEdldFJlY2VpcHRLZXlSZXF1ZXN0IlIKFUdldFJlY2VpcHRLZXlSZXNwb25zZRIhCgNrZXkYASABKAsyFC5vcGVuZXhlYy52MS5LZXlJbmZvEhYKDnB1YmxpY19rZXlfcGVtGAIgASgJMrQDCgtJbmZvU2VydmljZRJJCgdHZXRJbmZvEhsub3BlbmV4ZWMudjEuR2V0SW5mb1JlcXVlc3QaHC5vcGVuZXhlYy52MS5HZXRJbmZvUmVzcG9uc2UiA5ACARJPCglHZXRIZWFsdGgSHS5vcGVuZXhlYy52MS5HZXRIZWFsdGhSZXF1ZXN0Gh4ub3BlbmV4ZWMudjEuR2V0SGVhbHRoUmVzcG9uc2UiA5ACARJYCgxHZXRSZWFkaW5lc3MSIC5vcGVuZXhlYy52MS5HZXRSZWFkaW5lc3NSZXF1ZXN0GiEub3BlbmV4ZWMudjEuR2V0UmVhZGluZXNzUmVzcG9uc2UiA5ACARJSCgpHZXRWZXJzaW9uEh4ub3BlbmV4ZWMudjEuR2V0VmVyc2lvblJlcXVlc3QaHy5vcGVuZXhlYy52MS5HZXRWZXJzaW9uUmVzcG9uc2UiA5ACARJbCg1HZXRSZWNlaXB0S2V5EiEub3BlbmV4ZWMudjEuR2V0UmVjZWlwdEtleVJlcXVlc3QaIi5vcGVuZXhlYy52MS5HZXRSZWNlaXB0S2V5UmVzcG9uc2UiA5ACAWIGcHJvdG8z");
 
 /**
  * @generated from message openexec.v1.GetInfoRequest
@@ -142,6 +142,13 @@ export type GetHealthResponse = Message<"openexec.v1.GetHealthResponse"> & {
    * @generated from field: openexec.v1.KeyInfo receipt_key = 10;
    */
   receiptKey?: KeyInfo | undefined;
+
+  /**
+   * The operator's freezes in force (openexec freeze), by scope; absent when none.
+   *
+   * @generated from field: repeated openexec.v1.Freeze frozen = 11;
+   */
+  frozen: Freeze[];
 };
 
 /**
@@ -150,6 +157,41 @@ export type GetHealthResponse = Message<"openexec.v1.GetHealthResponse"> & {
  */
 export const GetHealthResponseSchema: GenMessage<GetHealthResponse> = /*@__PURE__*/
   messageDesc(file_openexec_v1_info, 3);
+
+/**
+ * An operator's freeze: executions of its scope are refused with reason "frozen".
+ *
+ * @generated from message openexec.v1.Freeze
+ */
+export type Freeze = Message<"openexec.v1.Freeze"> & {
+  /**
+   * "*" (every action) or one action's name.
+   *
+   * @generated from field: string scope = 1;
+   */
+  scope: string;
+
+  /**
+   * Why, as the operator wrote it.
+   *
+   * @generated from field: string reason = 2;
+   */
+  reason: string;
+
+  /**
+   * When it was set, RFC 3339 in UTC.
+   *
+   * @generated from field: string frozen_at = 3;
+   */
+  frozenAt: string;
+};
+
+/**
+ * Describes the message openexec.v1.Freeze.
+ * Use `create(FreezeSchema)` to create a new message.
+ */
+export const FreezeSchema: GenMessage<Freeze> = /*@__PURE__*/
+  messageDesc(file_openexec_v1_info, 4);
 
 /**
  * Identifies a public key without carrying it.
@@ -182,7 +224,7 @@ export type KeyInfo = Message<"openexec.v1.KeyInfo"> & {
  * Use `create(KeyInfoSchema)` to create a new message.
  */
 export const KeyInfoSchema: GenMessage<KeyInfo> = /*@__PURE__*/
-  messageDesc(file_openexec_v1_info, 4);
+  messageDesc(file_openexec_v1_info, 5);
 
 /**
  * @generated from message openexec.v1.GetReadinessRequest
@@ -195,7 +237,7 @@ export type GetReadinessRequest = Message<"openexec.v1.GetReadinessRequest"> & {
  * Use `create(GetReadinessRequestSchema)` to create a new message.
  */
 export const GetReadinessRequestSchema: GenMessage<GetReadinessRequest> = /*@__PURE__*/
-  messageDesc(file_openexec_v1_info, 5);
+  messageDesc(file_openexec_v1_info, 6);
 
 /**
  * @generated from message openexec.v1.GetReadinessResponse
@@ -219,7 +261,7 @@ export type GetReadinessResponse = Message<"openexec.v1.GetReadinessResponse"> &
  * Use `create(GetReadinessResponseSchema)` to create a new message.
  */
 export const GetReadinessResponseSchema: GenMessage<GetReadinessResponse> = /*@__PURE__*/
-  messageDesc(file_openexec_v1_info, 6);
+  messageDesc(file_openexec_v1_info, 7);
 
 /**
  * @generated from message openexec.v1.GetVersionRequest
@@ -232,7 +274,7 @@ export type GetVersionRequest = Message<"openexec.v1.GetVersionRequest"> & {
  * Use `create(GetVersionRequestSchema)` to create a new message.
  */
 export const GetVersionRequestSchema: GenMessage<GetVersionRequest> = /*@__PURE__*/
-  messageDesc(file_openexec_v1_info, 7);
+  messageDesc(file_openexec_v1_info, 8);
 
 /**
  * @generated from message openexec.v1.GetVersionResponse
@@ -270,7 +312,7 @@ export type GetVersionResponse = Message<"openexec.v1.GetVersionResponse"> & {
  * Use `create(GetVersionResponseSchema)` to create a new message.
  */
 export const GetVersionResponseSchema: GenMessage<GetVersionResponse> = /*@__PURE__*/
-  messageDesc(file_openexec_v1_info, 8);
+  messageDesc(file_openexec_v1_info, 9);
 
 /**
  * @generated from message openexec.v1.GetReceiptKeyRequest
@@ -283,7 +325,7 @@ export type GetReceiptKeyRequest = Message<"openexec.v1.GetReceiptKeyRequest"> &
  * Use `create(GetReceiptKeyRequestSchema)` to create a new message.
  */
 export const GetReceiptKeyRequestSchema: GenMessage<GetReceiptKeyRequest> = /*@__PURE__*/
-  messageDesc(file_openexec_v1_info, 9);
+  messageDesc(file_openexec_v1_info, 10);
 
 /**
  * @generated from message openexec.v1.GetReceiptKeyResponse
@@ -307,7 +349,7 @@ export type GetReceiptKeyResponse = Message<"openexec.v1.GetReceiptKeyResponse">
  * Use `create(GetReceiptKeyResponseSchema)` to create a new message.
  */
 export const GetReceiptKeyResponseSchema: GenMessage<GetReceiptKeyResponse> = /*@__PURE__*/
-  messageDesc(file_openexec_v1_info, 10);
+  messageDesc(file_openexec_v1_info, 11);
 
 /**
  * Describes the running executor. REST: GET /, /health, /ready, /version.

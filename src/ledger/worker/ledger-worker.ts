@@ -43,6 +43,9 @@ const callable = new Set([
   "latestCheckpoint",
   "checkpointAt",
   "check",
+  "freezes",
+  "setFreeze",
+  "clearFreeze",
 ]);
 /** Whole-ledger scans, answered as arrays. */
 const scans = new Set(["logEntries", "checkpoints", "counters", "unloggedEntries"]);

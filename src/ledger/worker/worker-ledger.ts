@@ -9,6 +9,7 @@ import type {
   DeniedAttempt,
   ExecutionRecord,
   FinishedExecution,
+  Freeze,
   LatestInclusion,
   LedgerStore,
   LogEntry,
@@ -202,6 +203,18 @@ export class WorkerLedger implements LedgerStore {
 
   async commitStats(): Promise<CommitStats> {
     return (await this.#call("commitStats")) as CommitStats;
+  }
+
+  async freezes(): Promise<Freeze[]> {
+    return (await this.#call("freezes")) as Freeze[];
+  }
+
+  async setFreeze(freeze: Freeze): Promise<void> {
+    await this.#call("setFreeze", freeze);
+  }
+
+  async clearFreeze(scope: string): Promise<boolean> {
+    return (await this.#call("clearFreeze", scope)) as boolean;
   }
 
   /** Renews this process's leases from the writer thread; `onError` hears about failed renewals. */
