@@ -328,7 +328,8 @@ describe("container image and Kubernetes manifests", () => {
     assert.equal(tsconfig.compilerOptions.rootDir, ".");
     assert.ok(existsSync(join(packageRoot, source)), `${entrypoint[1]} is compiled from ${source}`);
     const pkg = JSON.parse(readFileSync(join(packageRoot, "package.json"), "utf8"));
-    assert.equal(pkg.scripts.start, `node ${entrypoint[1]} serve`);
+    // npm start runs the same file; `exec` makes npm's shell hand over to node, so signals reach it.
+    assert.equal(pkg.scripts.start, `exec node ${entrypoint[1]} serve`);
     assert.deepEqual(execForm(instruction("CMD") ?? assert.fail("no CMD")), ["serve", "--host", "0.0.0.0"]);
     assert.equal(Number(instruction("EXPOSE")?.args), loadServerConfig({}, {}, actionNames).port, "the default port");
     const env = Object.assign({}, ...runtime.instructions.filter((i) => i.op === "ENV").map((i) => envPairs(i.args)));
