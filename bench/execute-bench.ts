@@ -152,7 +152,15 @@ export async function spawnOpenExec(env: Record<string, string>): Promise<Server
   const entry = join(serverRoot, "src/cli/main.ts");
   return spawnServer([...profile, "--import", "tsx", entry, "serve", "--host", "127.0.0.1", "--port", "0"], {
     cwd: serverRoot,
-    env: { PATH: process.env.PATH ?? "", OPENEXEC_LOG_LEVEL: "warn", ...env, ...extraServerEnv() },
+    // As deployed: info level, so the access log (one line per request) and /metrics are on while
+    // measuring; no drain period, so that servers stop at once when the run ends.
+    env: {
+      PATH: process.env.PATH ?? "",
+      OPENEXEC_LOG_LEVEL: "info",
+      OPENEXEC_DRAIN_MS: "0",
+      ...env,
+      ...extraServerEnv(),
+    },
   });
 }
 
