@@ -1,5 +1,6 @@
 import assert from "node:assert/strict";
 import { spawn, spawnSync } from "node:child_process";
+import { rmSync } from "node:fs";
 import { createServer, type Server } from "node:http";
 import type { AddressInfo } from "node:net";
 import { after, before, describe, it } from "node:test";
@@ -114,7 +115,13 @@ class PageServer {
       // SIGTERM to the browser process: it stops its renderers and reaps them itself.
       if (browser.exitCode === null) browser.kill("SIGTERM");
       await exited;
-      profile.cleanup();
+      // Chromium's helper processes may still be writing its profile for a moment after it exits:
+      // remove it with retries, and never fail the test over a temporary directory.
+      try {
+        rmSync(profile.path, { recursive: true, force: true, maxRetries: 20, retryDelay: 100 });
+      } catch {
+        // left for the OS's temporary-file cleanup
+      }
     }
   }
 
