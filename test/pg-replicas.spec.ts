@@ -10,7 +10,7 @@ import { randomBytes } from "node:crypto";
 import { after, before, describe, it } from "node:test";
 import { fromJson, type JsonValue, toJson } from "@bufbuild/protobuf";
 import { ValueSchema } from "@bufbuild/protobuf/wkt";
-import { type Client, ConnectError } from "@connectrpc/connect";
+import { type Client, Code, ConnectError } from "@connectrpc/connect";
 import { SignedEnvelopeSchema } from "../gen/openexec/v1/envelope_pb.js";
 import { ExecutionService } from "../gen/openexec/v1/execution_pb.js";
 import { ExecutionStatus } from "../gen/openexec/v1/receipt_pb.js";
@@ -276,11 +276,13 @@ describe("PostgreSQL: replicas on one ledger", { skip, timeout: 180_000 }, () =>
     const onB = postJson(`${b.url}/execute`, waited);
     // The impatient replica gives up after 200 ms.
     const refused = await postJson(`${impatient.url}/execute`, refusedRequest);
-    // docs/ERRORS.md documents 503 for in_progress today; it may become 409. The reason code is the contract.
-    assert.ok(refused.status === 503 || refused.status === 409, `status ${refused.status}`);
+    // A conflict with a request in progress (docs/ERRORS.md): 409, Connect and gRPC `aborted`.
+    assert.equal(refused.status, 409);
+    assert.equal(refused.body.code, "aborted");
     assert.equal(refused.body.reason, "in_progress");
     await assert.rejects(client(impatient, "grpc").execute(refusedRequest), (error: unknown) => {
       assert.ok(error instanceof ConnectError);
+      assert.equal(error.code, Code.Aborted);
       assert.equal(reasonOf(error), "in_progress");
       return true;
     });
