@@ -135,3 +135,25 @@ export async function runCli(
   const code = await new Promise<number | null>((resolve) => child.once("exit", (c) => resolve(c)));
   return { code, stdout, stderr };
 }
+
+/**
+ * Runs one CLI command's function in this process (no tsx start-up), with
+ * what it writes to stdout captured: for the many verdicts of one command
+ * where a subprocess proves nothing more than the one real run beside them.
+ */
+export async function runCommandInProcess(
+  command: (args: string[]) => Promise<number>,
+  args: string[],
+): Promise<{ code: number; stdout: string }> {
+  let stdout = "";
+  const write = process.stdout.write.bind(process.stdout);
+  process.stdout.write = ((chunk: string | Uint8Array) => {
+    stdout += typeof chunk === "string" ? chunk : Buffer.from(chunk).toString("utf8");
+    return true;
+  }) as typeof process.stdout.write;
+  try {
+    return { code: await command(args), stdout };
+  } finally {
+    process.stdout.write = write;
+  }
+}
