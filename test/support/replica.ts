@@ -1,4 +1,4 @@
-import { type ChildProcess, spawn } from "node:child_process";
+import type { ChildProcess } from "node:child_process";
 import { generateKeyPairSync } from "node:crypto";
 import { join } from "node:path";
 import { PostgresLedgerStore } from "../../src/ledger/postgres-store.js";
@@ -6,8 +6,8 @@ import { type AuditReport, auditLedger } from "../../src/receipts/audit-ledger.j
 import { parsePublicKeyPem } from "../../src/signing/ed25519-keys.js";
 import { packageRoot } from "../../src/version.js";
 import { adminQuery } from "./postgres.js";
+import { spawnListening } from "./test-server.js";
 
-const tsx = import.meta.resolve("tsx");
 const replicaMain = join(packageRoot, "test/support/replica-main.ts");
 /** `openexec serve` itself, for start-up refusals. */
 export const serveCommand = [join(packageRoot, "src/cli/main.ts"), "serve", "--port", "0"];
@@ -46,9 +46,11 @@ export function spawnReplicaProcess(
   env: Record<string, string>,
   command: readonly string[] = [replicaMain],
 ): ReplicaStart {
-  const child = spawn(process.execPath, ["--import", tsx, ...command], {
-    cwd: packageRoot,
-    env: {
+  const [script = replicaMain, ...args] = command;
+  return spawnListening(
+    script,
+    args,
+    {
       PATH: process.env.PATH ?? "",
       OPENEXEC_LOG_LEVEL: "error",
       OPENEXEC_CHECKPOINT_INTERVAL_MS: "100",
@@ -56,32 +58,8 @@ export function spawnReplicaProcess(
       OPENEXEC_DRAIN_MS: "0",
       ...env,
     },
-    stdio: ["ignore", "ignore", "pipe"],
-  });
-  let stderr = "";
-  child.stderr?.setEncoding("utf8");
-  child.stderr?.on("data", (chunk: string) => {
-    stderr += chunk;
-  });
-  const exited = new Promise<number | null>((resolve) => child.once("exit", (code) => resolve(code)));
-  const listening = new Promise<string>((resolve, reject) => {
-    const timer = setTimeout(() => reject(new Error(`replica did not start:\n${stderr}`)), 120_000);
-    const onData = () => {
-      const match = /listening on (http:\/\/\S+)/.exec(stderr);
-      if (match?.[1] !== undefined) {
-        clearTimeout(timer);
-        child.stderr?.off("data", onData);
-        resolve(match[1]);
-      }
-    };
-    child.stderr?.on("data", onData);
-    void exited.then((code) => {
-      clearTimeout(timer);
-      reject(new Error(`replica exited with ${code} before listening:\n${stderr}`));
-    });
-  });
-  listening.catch(() => undefined);
-  return { child, stderr: () => stderr, exited, listening };
+    { startTimeoutMs: 120_000 },
+  );
 }
 
 /** A replica that listens; throws (and leaves no process behind) if it does not start. */

@@ -70,22 +70,28 @@ export interface ServerProcess {
   readonly exited: Promise<number | null>;
 }
 
-/** `openexec serve` as a real child process (for signals, restarts and start-up errors). */
-export async function spawnServer(
+/** A Node process started from TypeScript sources, and the URL it announces on stderr. */
+export interface ListeningProcess {
+  readonly child: ChildProcess;
+  /** Everything written to stderr so far. */
+  stderr(): string;
+  /** Resolves with the exit code. */
+  readonly exited: Promise<number | null>;
+  /** The URL of its "listening on http://…" line; rejects if it exits first or takes longer than the start timeout. */
+  readonly listening: Promise<string>;
+}
+
+/** Spawns `node --import tsx <script> <args>` with exactly `env` and watches its stderr for the listening line. */
+export function spawnListening(
+  script: string,
+  args: readonly string[],
   env: Record<string, string>,
-  args: string[] = ["--port", "0"],
-  cwd = packageRoot,
-): Promise<ServerProcess> {
-  const child = spawn(process.execPath, ["--import", tsx, join(packageRoot, "src/cli/main.ts"), "serve", ...args], {
-    cwd,
-    env: {
-      PATH: process.env.PATH ?? "",
-      OPENEXEC_LOG_LEVEL: "warn",
-      OPENEXEC_CHECKPOINT_INTERVAL_MS: "100",
-      OPENEXEC_DRAIN_MS: "0",
-      ...env,
-    },
-    stdio: ["ignore", "pipe", "pipe"],
+  options: { readonly cwd?: string; readonly startTimeoutMs?: number } = {},
+): ListeningProcess {
+  const child = spawn(process.execPath, ["--import", tsx, script, ...args], {
+    cwd: options.cwd ?? packageRoot,
+    env,
+    stdio: ["ignore", "ignore", "pipe"],
   });
   let stderr = "";
   child.stderr?.setEncoding("utf8");
@@ -93,8 +99,11 @@ export async function spawnServer(
     stderr += chunk;
   });
   const exited = new Promise<number | null>((resolve) => child.once("exit", (code) => resolve(code)));
-  const url = await new Promise<string>((resolve, reject) => {
-    const timer = setTimeout(() => reject(new Error(`server did not start:\n${stderr}`)), 20_000);
+  const listening = new Promise<string>((resolve, reject) => {
+    const timer = setTimeout(
+      () => reject(new Error(`${script} did not start:\n${stderr}`)),
+      options.startTimeoutMs ?? 20_000,
+    );
     const onData = () => {
       const match = /listening on (http:\/\/\S+)/.exec(stderr);
       if (match?.[1] !== undefined) {
@@ -109,7 +118,24 @@ export async function spawnServer(
       reject(new Error(`server exited with ${code} before listening:\n${stderr}`));
     });
   });
-  return { child, url, stderr: () => stderr, exited };
+  listening.catch(() => undefined);
+  return { child, stderr: () => stderr, exited, listening };
+}
+
+/** `openexec serve` as a real child process (for signals, restarts and start-up errors). */
+export async function spawnServer(
+  env: Record<string, string>,
+  args: string[] = ["--port", "0"],
+  cwd = packageRoot,
+): Promise<ServerProcess> {
+  const started = spawnListening(
+    join(packageRoot, "src/cli/main.ts"),
+    ["serve", ...args],
+    { PATH: process.env.PATH ?? "", OPENEXEC_LOG_LEVEL: "warn", OPENEXEC_CHECKPOINT_INTERVAL_MS: "100", ...env },
+    { cwd },
+  );
+  const url = await started.listening;
+  return { child: started.child, url, stderr: started.stderr, exited: started.exited };
 }
 
 /** Runs `openexec <args>` to completion. */
