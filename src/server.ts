@@ -158,8 +158,10 @@ export async function startServer(
   const routes = registerServices(services);
   // Refusals before an RPC runs are answered in the request's own protocol (docs/ERRORS.md).
   const refusals = new ProtocolRejections(routes);
+  const call = createUnaryCaller(services, interceptors);
   const connect = createConnectListener({
     routes,
+    ...(config.leanUnary ? { call, leanTaken: (outcome) => metrics.leanUnary(outcome) } : {}),
     logger,
     readMaxBytes: config.limits.maxBodyBytes,
     maxJsonDepth: config.limits.maxJsonDepth,
@@ -169,7 +171,7 @@ export async function startServer(
       refusals.refuse(req, res, new Rejection("route_not_found", "no such path; see docs/API.md")),
   });
   const restRoute = createRestRoutes({
-    call: createUnaryCaller(services, interceptors),
+    call,
     store,
     limits: config.limits,
     logger,

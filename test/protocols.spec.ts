@@ -32,17 +32,16 @@ async function expectConnectError(call: Promise<unknown>, code: Code, reason: st
   assert.fail("expected the call to fail");
 }
 
-describe("one port, every protocol", () => {
-  let server: TestServer;
-  before(async () => {
-    server = await startTestServer();
-  });
-  after(() => server.close());
-
+/**
+ * Every protocol through the generated clients. It runs twice: with the lean
+ * unary path (the default) and with connect-es answering every request
+ * (OPENEXEC_LEAN_UNARY=off), so both paths are held to the same tests.
+ */
+function everyProtocol(url: () => string): void {
   for (const protocol of protocols) {
     describe(protocol, () => {
       it("executes, replays, and verifies through the generated client", async () => {
-        const client = clientFor(ExecutionService, protocol, server.url);
+        const client = clientFor(ExecutionService, protocol, url());
         const nonce = `proto-${protocol}`;
         const first = await client.execute({ action: "add", payload: { a: 1.5, b: 2 }, nonce });
         assert.equal(first.action, "add");
@@ -71,7 +70,7 @@ describe("one port, every protocol", () => {
       });
 
       it("answers refusals with the Connect code and the reason detail", async () => {
-        const client = clientFor(ExecutionService, protocol, server.url);
+        const client = clientFor(ExecutionService, protocol, url());
         await expectConnectError(
           client.execute({ action: "nope", payload: {}, nonce: `x-${protocol}` }),
           Code.NotFound,
@@ -101,13 +100,13 @@ describe("one port, every protocol", () => {
       });
 
       it("serves health and info", async () => {
-        const info = clientFor(InfoService, protocol, server.url);
+        const info = clientFor(InfoService, protocol, url());
         const health = await info.getHealth({});
         assert.equal(health.status, "healthy");
         assert.equal(health.execMode, "demo");
         assert.equal((await info.getReadiness({})).ready, true);
         assert.equal((await info.getInfo({})).service, "OpenExec");
-        const probe = clientFor(Health, protocol, server.url);
+        const probe = clientFor(Health, protocol, url());
         assert.equal((await probe.check({ service: "" })).status, HealthCheckResponse_ServingStatus.SERVING);
         assert.equal(
           (await probe.check({ service: "openexec.v1.ExecutionService" })).status,
@@ -117,6 +116,25 @@ describe("one port, every protocol", () => {
       });
     });
   }
+}
+
+describe("one port, every protocol", () => {
+  let server: TestServer;
+  before(async () => {
+    server = await startTestServer();
+  });
+  after(() => server.close());
+
+  everyProtocol(() => server.url);
+
+  describe("with OPENEXEC_LEAN_UNARY=off (connect-es answers every request)", () => {
+    let connectEs: TestServer;
+    before(async () => {
+      connectEs = await startTestServer({ OPENEXEC_LEAN_UNARY: "off" });
+    });
+    after(() => connectEs.close());
+    everyProtocol(() => connectEs.url);
+  });
 
   it("gRPC reflection (v1 and v1alpha) lists services and serves descriptors with their imports", async () => {
     for (const service of [ServerReflection, ServerReflectionV1alpha]) {

@@ -1,23 +1,21 @@
 import { create, type DescMessage, type DescMethodUnary, type MessageShape } from "@bufbuild/protobuf";
-import {
-  type ContextValues,
-  createHandlerContext,
-  type Interceptor,
-  type UnaryRequest,
-  type UnaryResponse,
-} from "@connectrpc/connect";
+import type { ContextValues, Interceptor, UnaryRequest, UnaryResponse } from "@connectrpc/connect";
+import { callContextKey, createCallContext } from "./call-context.js";
 import type { ServedService } from "./routes.js";
 
-/** How a unary call arrived, for a caller other than connect-es (the REST bindings). */
+/** How a unary call arrived, for the callers other than connect-es (the REST bindings, the lean unary path). */
 export interface UnaryCallInit {
   /** "GET" or "POST", as the HTTP request had it. */
   readonly requestMethod: string;
   readonly url: string;
   readonly header: Headers;
   readonly contextValues: ContextValues;
-  readonly signal: AbortSignal;
-  /** The protocol's name, as handlers see it in `context.protocolName` (e.g. "rest"). */
+  /** The protocol's name, as handlers see it in `context.protocolName` ("rest", "connect", "grpc"). */
   readonly protocolName: string;
+  /** The deadline the client sent, if any. */
+  readonly timeoutMs?: number;
+  /** Subscribes to the client going away; the call's signal fires then (only if a handler asks for it). */
+  readonly onClientGone?: (listener: () => void) => () => void;
 }
 
 export type UnaryCaller = <I extends DescMessage, O extends DescMessage>(
@@ -28,19 +26,36 @@ export type UnaryCaller = <I extends DescMessage, O extends DescMessage>(
 
 /**
  * Calls a unary method's implementation through the same interceptors
- * connect-es runs for Connect, gRPC and gRPC-web: the REST paths are bindings
- * onto these calls, so every way in meets the same chain (refusals turned
- * into reason codes once, metrics and access logs once).
+ * connect-es runs for Connect, gRPC and gRPC-web: the REST paths and the lean
+ * unary path are callers of this, so every way in meets the same chain
+ * (refusals turned into reason codes once, metrics and access logs once).
  */
 export function createUnaryCaller(
   services: readonly ServedService[],
   interceptors: readonly Interceptor[],
 ): UnaryCaller {
-  const impls = new Map<string, (message: unknown, context: unknown) => unknown>();
+  type Call = (request: UnaryRequest) => Promise<UnaryResponse>;
+  const chains = new Map<string, Call>();
   for (const { service, impl } of services) {
     for (const method of service.methods) {
       const fn = (impl as Record<string, unknown>)[method.localName];
-      if (typeof fn === "function") impls.set(`${service.typeName}/${method.name}`, fn.bind(impl));
+      if (typeof fn !== "function" || method.methodKind !== "unary") continue;
+      const run = fn.bind(impl) as (message: unknown, context: unknown) => unknown;
+      const last: Call = async (request) => {
+        const context = request.contextValues.get(callContextKey);
+        const output = await run(request.message, context);
+        return {
+          stream: false,
+          service: method.parent,
+          method,
+          header: context?.responseHeader ?? new Headers(),
+          trailer: context?.responseTrailer ?? new Headers(),
+          message: create(method.output, output as never),
+        } as UnaryResponse;
+      };
+      // The chain is composed once per method, not once per call.
+      const chain = [...interceptors].reduceRight((next, interceptor) => interceptor(next as never) as Call, last);
+      chains.set(`${service.typeName}/${method.name}`, chain);
     }
   }
   return async <I extends DescMessage, O extends DescMessage>(
@@ -48,42 +63,35 @@ export function createUnaryCaller(
     message: MessageShape<I>,
     init: UnaryCallInit,
   ): Promise<UnaryResponse<I, O>> => {
-    const impl = impls.get(`${method.parent.typeName}/${method.name}`);
-    if (impl === undefined) throw new Error(`no implementation of ${method.parent.typeName}/${method.name}`);
-    const last = async (request: UnaryRequest<I, O>): Promise<UnaryResponse<I, O>> => {
-      const context = createHandlerContext({
-        service: method.parent,
-        method,
-        protocolName: init.protocolName,
-        requestMethod: init.requestMethod,
-        url: init.url,
-        requestHeader: request.header,
-        contextValues: request.contextValues,
-      });
-      const output = (await impl(request.message, context)) as MessageShape<O>;
-      return {
+    const chain = chains.get(`${method.parent.typeName}/${method.name}`);
+    if (chain === undefined) throw new Error(`no implementation of ${method.parent.typeName}/${method.name}`);
+    const context = createCallContext({
+      method,
+      protocolName: init.protocolName,
+      requestMethod: init.requestMethod,
+      url: init.url,
+      requestHeader: init.header,
+      contextValues: init.contextValues,
+      ...(init.timeoutMs === undefined ? {} : { timeoutMs: init.timeoutMs }),
+      ...(init.onClientGone === undefined ? {} : { onClientGone: init.onClientGone }),
+    });
+    init.contextValues.set(callContextKey, context);
+    try {
+      return (await chain({
         stream: false,
         service: method.parent,
         method,
-        header: context.responseHeader,
-        trailer: context.responseTrailer,
-        message: create(method.output, output as never) as MessageShape<O>,
-      };
-    };
-    const chain = [...interceptors].reduceRight(
-      (next, interceptor) => interceptor(next as never) as unknown as typeof last,
-      last,
-    );
-    return chain({
-      stream: false,
-      service: method.parent,
-      method,
-      requestMethod: init.requestMethod,
-      url: init.url,
-      signal: init.signal,
-      header: init.header,
-      contextValues: init.contextValues,
-      message,
-    });
+        requestMethod: init.requestMethod,
+        url: init.url,
+        get signal() {
+          return context.signal;
+        },
+        header: init.header,
+        contextValues: init.contextValues,
+        message,
+      } as UnaryRequest)) as UnaryResponse<I, O>;
+    } finally {
+      context.finish();
+    }
   };
 }

@@ -52,6 +52,12 @@ export interface ServerConfig {
   readonly metricsPort: number | undefined;
   /** OPENEXEC_ACCESS_LOG (default on): one JSON line per request at info level. */
   readonly accessLog: boolean;
+  /**
+   * OPENEXEC_LEAN_UNARY (default on): plain unary Connect and gRPC requests
+   * are answered by the lean unary path (src/transport/lean-unary.ts); off:
+   * connect-es answers every RPC request. The bytes on the wire are the same.
+   */
+  readonly leanUnary: boolean;
   /** OPENEXEC_LEDGER_THREAD (default on): the SQLite ledger in its own writer thread; off: on the event loop. */
   readonly ledgerThread: boolean;
   /** OPENEXEC_LOG_ORIGIN: the transparency log's name; undefined: "openexec/<receipt key id>". */
@@ -249,6 +255,10 @@ export function loadServerConfig(
   if (accessLogRaw !== "on" && accessLogRaw !== "off") {
     problems.push(`OPENEXEC_ACCESS_LOG must be "on" or "off"; got "${accessLogRaw}"`);
   }
+  const leanUnaryRaw = read("OPENEXEC_LEAN_UNARY") ?? "on";
+  if (leanUnaryRaw !== "on" && leanUnaryRaw !== "off") {
+    problems.push(`OPENEXEC_LEAN_UNARY must be "on" or "off"; got "${leanUnaryRaw}"`);
+  }
   const logEntriesRaw = read("OPENEXEC_LOG_ENTRIES") ?? "off";
   if (logEntriesRaw !== "on" && logEntriesRaw !== "off") {
     problems.push(`OPENEXEC_LOG_ENTRIES must be "on" or "off"; got "${logEntriesRaw}"`);
@@ -298,6 +308,7 @@ export function loadServerConfig(
     logEntries: logEntriesRaw === "on",
     metricsPort,
     accessLog: accessLogRaw !== "off",
+    leanUnary: leanUnaryRaw !== "off",
     ledgerThread: ledgerThreadRaw === "on",
     mode,
     host,

@@ -31,6 +31,7 @@ export class ServerMetrics {
   readonly #denials: Counter<"reason">;
   readonly #replays: Counter;
   readonly #inFlight: Gauge;
+  readonly #leanUnary: Counter<"outcome">;
 
   constructor(gauges: LedgerGauges) {
     const registers = [this.registry];
@@ -74,6 +75,12 @@ export class ServerMetrics {
     this.#inFlight = new Gauge({
       name: "openexec_executions_in_flight",
       help: "Execute calls being handled now.",
+      registers,
+    });
+    this.#leanUnary = new Counter({
+      name: "openexec_lean_unary_requests_total",
+      help: "Unary requests the lean path took: answered there, or read and handed to connect-es (e.g. malformed).",
+      labelNames: ["outcome"],
       registers,
     });
     // The ledger commits in its own thread (SQLite) or on the event loop (PostgreSQL): its totals are
@@ -147,6 +154,11 @@ export class ServerMetrics {
   executed(action: string, status: "executed" | "failed", replayed: boolean): void {
     this.#executions.inc({ action, status });
     if (replayed) this.#replays.inc();
+  }
+
+  /** A request the lean unary path took (src/transport/lean-unary.ts), and how. */
+  leanUnary(outcome: "answered" | "handed_over"): void {
+    this.#leanUnary.inc({ outcome });
   }
 
   denied(reason: string): void {

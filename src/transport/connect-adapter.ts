@@ -13,6 +13,7 @@ import {
   type Compression,
   createAsyncIterable,
   readAllBytes,
+  type UniversalHandler,
   type UniversalServerRequest,
   type UniversalServerResponse,
 } from "@connectrpc/connect/protocol";
@@ -30,11 +31,14 @@ import {
   protocolErrorAsRejection,
   reasonHeader,
 } from "../api/connect-errors.js";
+import type { UnaryCaller } from "../api/unary-caller.js";
 import { Rejection } from "../errors/reason.js";
 import type { Logger } from "../log/logger.js";
 import { accessRecordKey, accessRecordOf } from "../observability/access-log.js";
-import { writeRejection } from "./http-errors.js";
+import { type NodeResponse, writeRejection } from "./http-errors.js";
 import { clientWentAway, type RequestListener } from "./http-server.js";
+import { createLeanUnary } from "./lean-unary.js";
+import type { NodeRequest } from "./request-body.js";
 import { binaryRefusal, strictJsonOptions } from "./strict-decoding.js";
 
 export interface ConnectListenerOptions extends ConnectRouterOptions {
@@ -44,6 +48,13 @@ export interface ConnectListenerOptions extends ConnectRouterOptions {
   readonly logger: Logger;
   /** OPENEXEC_MAX_JSON_DEPTH: JSON request messages may nest two levels deeper (as REST bodies). */
   readonly maxJsonDepth?: number;
+  /**
+   * The unary methods through the interceptor chain, for the lean unary path
+   * (lean-unary.ts); without it (OPENEXEC_LEAN_UNARY=off) connect-es answers every request.
+   */
+  readonly call?: UnaryCaller;
+  /** Counts the requests the lean unary path took (metrics). */
+  readonly leanTaken?: (outcome: "answered" | "handed_over") => void;
 }
 
 const compressions: readonly Compression[] = [compressionGzip, compressionBrotli];
@@ -64,20 +75,35 @@ const compressions: readonly Compression[] = [compressionGzip, compressionBrotli
  */
 export function createConnectListener(options: ConnectListenerOptions): RequestListener {
   const router = createConnectRouter({ acceptCompression: [...compressions], ...options });
-  options.routes(strictRouter(router, options.maxJsonDepth ?? 32));
+  const maxJsonDepth = options.maxJsonDepth ?? 32;
+  options.routes(strictRouter(router, maxJsonDepth));
   const handlers = new Map(router.handlers.map((handler) => [handler.requestPath, handler]));
   const readMaxBytes = options.readMaxBytes ?? 0xffffffff;
-  return (req, res) => {
-    const handler = handlers.get((req.url ?? "").split("?", 1)[0] ?? "");
-    if (handler === undefined) {
-      options.fallback(req, res);
-      return;
-    }
+  const lean =
+    options.call === undefined
+      ? undefined
+      : createLeanUnary({
+          call: options.call,
+          compressions,
+          readMaxBytes,
+          jsonOptions: (method) => strictJsonOptions(method.input, maxJsonDepth),
+          logger: options.logger,
+          ...(options.leanTaken === undefined ? {} : { taken: options.leanTaken }),
+        });
+
+  /** connect-es answers; `body` is the request body when the lean path has already read some of it. */
+  const viaConnect = (
+    req: NodeRequest,
+    res: NodeResponse,
+    handler: UniversalHandler,
+    body?: AsyncIterable<Uint8Array>,
+  ): void => {
     const contextValues = createContextValues();
     contextValues.set(accessRecordKey, accessRecordOf(req));
     let universalRequest: UniversalServerRequest;
     try {
-      universalRequest = universalRequestFromNodeRequest(req, res, undefined, contextValues);
+      // connect-node takes an already-read body in place of a parsed JSON one; a stream of bytes is read as such.
+      universalRequest = universalRequestFromNodeRequest(req, res, body as never, contextValues);
     } catch {
       writeRejection(res, new Rejection("body_malformed", "the request cannot be read (is the Host header missing?)"));
       return;
@@ -107,6 +133,16 @@ export function createConnectListener(options: ConnectListenerOptions): RequestL
         // The answer could not be written (usually the client went away): nothing to tell anyone.
         res.destroy();
       });
+  };
+
+  return (req, res) => {
+    const handler = handlers.get((req.url ?? "").split("?", 1)[0] ?? "");
+    if (handler === undefined) {
+      options.fallback(req, res);
+      return;
+    }
+    if (lean?.(req, res, handler.method, (body) => viaConnect(req, res, handler, body)) === true) return;
+    viaConnect(req, res, handler);
   };
 }
 

@@ -27,9 +27,6 @@ export interface RestDependencies {
 
 type RestHandler = (req: NodeRequest, res: NodeResponse) => Promise<void>;
 
-/** A signal that never fires: the REST bindings' calls are not cancelled by the client. */
-const neverAborted = new AbortController().signal;
-
 /**
  * The original OpenExec's plain-HTTP paths. Each is a binding onto an RPC
  * (rest-bindings.ts), called through the same chain as Connect, gRPC and
@@ -86,7 +83,6 @@ async function serveBinding(binding: RestBinding, req: NodeRequest, res: NodeRes
       url: req.url ?? "/",
       header,
       contextValues,
-      signal: neverAborted,
       protocolName: "rest",
     });
     answer = binding.render(response.message);

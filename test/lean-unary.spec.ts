@@ -1,0 +1,468 @@
+import assert from "node:assert/strict";
+import http from "node:http";
+import http2 from "node:http2";
+import { after, before, describe, it } from "node:test";
+import { brotliDecompressSync, gunzipSync, gzipSync } from "node:zlib";
+import { create, type DescMessage, fromBinary, type JsonValue, toBinary, toJson } from "@bufbuild/protobuf";
+import { findTrailerError } from "@connectrpc/connect/protocol-grpc";
+import { HealthCheckRequestSchema, HealthCheckResponseSchema } from "../gen/grpc/health/v1/health_pb.js";
+import { ErrorDetailSchema } from "../gen/openexec/v1/error_pb.js";
+import {
+  ExecuteRequestSchema,
+  ExecuteResponseSchema,
+  VerifyReceiptRequestSchema,
+  VerifyReceiptResponseSchema,
+} from "../gen/openexec/v1/execution_pb.js";
+import { GetVersionRequestSchema, GetVersionResponseSchema } from "../gen/openexec/v1/info_pb.js";
+import { envelope } from "./support/raw-rpc.js";
+import { startTestServer, type TestServer } from "./support/test-server.js";
+
+/**
+ * The lean unary path (src/transport/lean-unary.ts) must put the same bytes on
+ * the wire as connect-es: every request here goes to a server with the lean
+ * path on and to one with it off (OPENEXEC_LEAN_UNARY=off), and the two
+ * answers must be the same, header by header (order and case included),
+ * body and trailers. What differs between two ledgers (execution ids, receipt
+ * digests, signatures, times) is masked where an answer holds an execution.
+ */
+
+/** What came back, as received. */
+interface Exchange {
+  readonly status: number;
+  /** [name, value] in the order and case received. */
+  readonly headers: (readonly [string, string])[];
+  readonly body: Buffer;
+  readonly trailers: (readonly [string, string])[];
+}
+
+type Transport = "h1" | "h2";
+
+function pairs(raw: readonly string[]): (readonly [string, string])[] {
+  const out: (readonly [string, string])[] = [];
+  for (let i = 0; i + 1 < raw.length; i += 2) out.push([raw[i] as string, raw[i + 1] as string]);
+  return out;
+}
+
+function sendH1(url: string, path: string, headers: Record<string, string>, body: Uint8Array): Promise<Exchange> {
+  const { port } = new URL(url);
+  return new Promise((resolve, reject) => {
+    const request = http.request(
+      { host: "127.0.0.1", port, path, method: "POST", headers, agent: false },
+      (response) => {
+        const chunks: Buffer[] = [];
+        response.on("data", (chunk: Buffer) => chunks.push(chunk));
+        response.on("end", () =>
+          resolve({
+            status: response.statusCode ?? 0,
+            headers: pairs(response.rawHeaders),
+            body: Buffer.concat(chunks),
+            trailers: pairs(response.rawTrailers),
+          }),
+        );
+        response.on("error", reject);
+      },
+    );
+    request.on("error", reject);
+    request.end(body);
+  });
+}
+
+function sendH2(url: string, path: string, headers: Record<string, string>, body: Uint8Array): Promise<Exchange> {
+  return new Promise((resolve, reject) => {
+    const session = http2.connect(url);
+    session.on("error", reject);
+    const stream = session.request({ ":method": "POST", ":path": path, ...headers });
+    let status = 0;
+    let head: (readonly [string, string])[] = [];
+    let trailers: (readonly [string, string])[] = [];
+    const chunks: Buffer[] = [];
+    // node passes the raw header list (order and case as received) as the third argument.
+    stream.on("response", ((h: http2.IncomingHttpHeaders, _flags: number, raw: string[]) => {
+      status = Number(h[":status"]);
+      head = pairs(raw).filter(([name]) => !name.startsWith(":"));
+    }) as never);
+    stream.on("trailers", ((_h: http2.IncomingHttpHeaders, _flags: number, raw: string[]) => {
+      trailers = pairs(raw);
+    }) as never);
+    stream.on("data", (chunk: Buffer) => chunks.push(chunk));
+    stream.on("error", reject);
+    stream.on("close", () => {
+      session.close();
+      resolve({ status, headers: head, body: Buffer.concat(chunks), trailers });
+    });
+    stream.end(body);
+  });
+}
+
+const send = (transport: Transport, url: string, path: string, headers: Record<string, string>, body: Uint8Array) =>
+  transport === "h1" ? sendH1(url, path, headers, body) : sendH2(url, path, headers, body);
+
+const masked = new Set(["id", "receipt", "signedReceipt", "executionId", "execId"]);
+
+/** A JSON value with the fields that differ between two ledgers replaced by a mark (their presence stays). */
+function mask(value: JsonValue): JsonValue {
+  if (Array.isArray(value)) return value.map(mask);
+  if (value === null || typeof value !== "object") return value;
+  return Object.fromEntries(Object.entries(value).map(([k, v]) => [k, masked.has(k) ? "(masked)" : mask(v)]));
+}
+
+function unzip(encoding: string | undefined, bytes: Uint8Array): Buffer {
+  if (encoding === "gzip") return gunzipSync(bytes);
+  if (encoding === "br") return brotliDecompressSync(bytes);
+  return Buffer.from(bytes);
+}
+
+/** A google.rpc.Status / Connect error detail, decoded and masked. */
+function detailJson(typeName: string, value: Uint8Array): JsonValue {
+  if (typeName.endsWith("openexec.v1.ErrorDetail"))
+    return mask(toJson(ErrorDetailSchema, fromBinary(ErrorDetailSchema, value)));
+  return Buffer.from(value).toString("base64");
+}
+
+/**
+ * What must be equal between the two servers when the answer holds an
+ * execution: headers but date and length, the body decoded and masked, the
+ * trailers with their status details decoded and masked.
+ */
+function comparable(exchange: Exchange, output: DescMessage, dynamic: boolean) {
+  const header = (name: string) => exchange.headers.find(([n]) => n.toLowerCase() === name)?.[1];
+  const dropped = new Set(["date", ...(dynamic ? ["content-length", "grpc-status-details-bin"] : [])]);
+  const headers = exchange.headers.filter(([name]) => !dropped.has(name.toLowerCase()));
+  const trailers = exchange.trailers.filter(([name]) => !dropped.has(name.toLowerCase()));
+  if (!dynamic) return { status: exchange.status, headers, body: exchange.body.toString("base64"), trailers };
+  const contentType = header("content-type") ?? "";
+  let body: JsonValue;
+  if (contentType.startsWith("application/grpc")) {
+    const flags = exchange.body[0];
+    const data = exchange.body.subarray(5);
+    body =
+      exchange.body.length === 0
+        ? null
+        : {
+            flags: flags ?? 0,
+            message: mask(
+              toJson(output, fromBinary(output, flags === 1 ? unzip(header("grpc-encoding"), data) : data)),
+            ),
+          };
+  } else {
+    const plain = unzip(header("content-encoding"), exchange.body);
+    if (contentType === "application/proto") body = mask(toJson(output, fromBinary(output, plain)));
+    else {
+      const json = JSON.parse(plain.toString("utf8")) as { details?: { type: string; value: string }[] };
+      body = mask({
+        ...json,
+        ...(json.details === undefined
+          ? {}
+          : {
+              details: json.details.map((d) => ({
+                type: d.type,
+                value: detailJson(d.type, Buffer.from(d.value, "base64")),
+              })),
+            }),
+      } as JsonValue);
+    }
+  }
+  const error = findTrailerError(new Headers(exchange.trailers.map(([n, v]) => [n, v] as [string, string])));
+  const status =
+    error === undefined
+      ? undefined
+      : {
+          code: error.code,
+          message: error.rawMessage,
+          details: error.details.map((d) => ("desc" in d ? null : detailJson(d.type, d.value))),
+        };
+  return { status: exchange.status, headers, body, trailers, statusDetails: status };
+}
+
+/** openexec_lean_unary_requests_total by outcome, from the server's /metrics. */
+async function leanCounts(server: TestServer): Promise<{ answered: number; handed_over: number }> {
+  const text = await (await fetch(`${server.url}/metrics`)).text();
+  const count = (outcome: string) =>
+    Number(
+      new RegExp(`^openexec_lean_unary_requests_total\\{outcome="${outcome}"\\} (\\d+)$`, "m").exec(text)?.[1] ?? 0,
+    );
+  return { answered: count("answered"), handed_over: count("handed_over") };
+}
+
+interface Case {
+  readonly name: string;
+  readonly transport: Transport;
+  readonly path: string;
+  readonly headers: Record<string, string>;
+  /** The body; a function when it must differ per server (a fresh nonce). */
+  readonly body: Uint8Array;
+  readonly output: DescMessage;
+  /** The answer holds an execution (ids, digests, signatures differ between the servers). */
+  readonly dynamic: boolean;
+  /** Sent once before, to both servers (e.g. to make the case a replay). */
+  readonly before?: Uint8Array;
+  /** What the lean path does with it: answers it, reads it and hands it to connect-es, or leaves it alone. */
+  readonly lean: "answered" | "handed_over" | "untaken";
+}
+
+const execute = "/openexec.v1.ExecutionService/Execute";
+const verify = "/openexec.v1.ExecutionService/VerifyReceipt";
+const version = "/openexec.v1.InfoService/GetVersion";
+const health = "/grpc.health.v1.Health/Check";
+const json = (value: unknown) => Buffer.from(JSON.stringify(value));
+const executeBinary = (init: Parameters<typeof create<typeof ExecuteRequestSchema>>[1]) =>
+  toBinary(ExecuteRequestSchema, create(ExecuteRequestSchema, init));
+
+function cases(): Case[] {
+  const out: Case[] = [];
+  const wires = [
+    { wire: "connect-json", transport: "h1", headers: { "content-type": "application/json" } },
+    {
+      wire: "connect-json-h2",
+      transport: "h2",
+      headers: { "content-type": "application/json", "connect-protocol-version": "1" },
+    },
+    { wire: "connect-proto", transport: "h1", headers: { "content-type": "application/proto" } },
+    { wire: "grpc", transport: "h2", headers: { "content-type": "application/grpc", te: "trailers" } },
+  ] as const;
+  let seq = 0;
+  for (const { wire, transport, headers } of wires) {
+    const binary = wire === "connect-proto" || wire === "grpc";
+    const frame = (bytes: Uint8Array) => (wire === "grpc" ? envelope(bytes) : bytes);
+    const executeBody = (init: { action: string; payload: Record<string, JsonValue>; nonce: string }) =>
+      binary ? frame(executeBinary(init)) : json(init);
+    const add = (
+      c: Omit<Case, "transport" | "headers" | "lean"> & { headers?: Record<string, string>; lean?: Case["lean"] },
+    ) =>
+      out.push({
+        transport,
+        lean: "answered",
+        ...c,
+        name: `${wire}: ${c.name}`,
+        headers: { ...headers, ...c.headers },
+      });
+    const nonce = () => `lean-${wire}-${seq++}`;
+
+    add({
+      name: "Execute",
+      path: execute,
+      body: executeBody({ action: "echo", payload: { msg: "hi" }, nonce: nonce() }),
+      output: ExecuteResponseSchema,
+      dynamic: true,
+    });
+    const replayed = executeBody({ action: "echo", payload: { msg: "again" }, nonce: nonce() });
+    add({
+      name: "Execute, a replay",
+      path: execute,
+      body: replayed,
+      before: replayed,
+      output: ExecuteResponseSchema,
+      dynamic: true,
+    });
+    const conflictNonce = nonce();
+    add({
+      name: "Execute, the nonce with another payload (conflict)",
+      path: execute,
+      before: executeBody({ action: "echo", payload: { msg: "one" }, nonce: conflictNonce }),
+      body: executeBody({ action: "echo", payload: { msg: "two" }, nonce: conflictNonce }),
+      output: ExecuteResponseSchema,
+      dynamic: true,
+    });
+    add({
+      name: "Execute, an unknown action",
+      path: execute,
+      body: executeBody({ action: "rm-rf", payload: {}, nonce: nonce() }),
+      output: ExecuteResponseSchema,
+      dynamic: true,
+    });
+    add({
+      name: "Execute, a large answer to a client that accepts gzip",
+      path: execute,
+      headers: wire === "grpc" ? { "grpc-accept-encoding": "gzip" } : { "accept-encoding": "br, gzip" },
+      body: executeBody({ action: "echo", payload: { msg: "x".repeat(2000) }, nonce: nonce() }),
+      output: ExecuteResponseSchema,
+      dynamic: true,
+    });
+    add({
+      name: "Execute, a small answer to a client that accepts gzip",
+      path: execute,
+      headers: wire === "grpc" ? { "grpc-accept-encoding": "identity, gzip" } : { "accept-encoding": "gzip" },
+      body: executeBody({ action: "echo", payload: {}, nonce: nonce() }),
+      output: ExecuteResponseSchema,
+      dynamic: true,
+    });
+    add({
+      name: "GetVersion",
+      path: version,
+      body: binary ? frame(toBinary(GetVersionRequestSchema, create(GetVersionRequestSchema))) : json({}),
+      output: GetVersionResponseSchema,
+      dynamic: false,
+    });
+    add({
+      name: "Health/Check with a deadline",
+      path: health,
+      headers: wire === "grpc" ? { "grpc-timeout": "5S" } : { "connect-timeout-ms": "5000" },
+      body: binary ? frame(toBinary(HealthCheckRequestSchema, create(HealthCheckRequestSchema))) : json({}),
+      output: HealthCheckResponseSchema,
+      dynamic: false,
+    });
+    add({
+      name: "an invalid deadline",
+      lean: "untaken",
+      path: health,
+      headers: wire === "grpc" ? { "grpc-timeout": "5 seconds" } : { "connect-timeout-ms": "-1" },
+      body: binary ? frame(new Uint8Array()) : json({}),
+      output: GetVersionResponseSchema,
+      dynamic: false,
+    });
+    add({
+      name: "VerifyReceipt of an unknown execution",
+      path: verify,
+      body: binary
+        ? frame(
+            toBinary(VerifyReceiptRequestSchema, create(VerifyReceiptRequestSchema, { execId: "nope", receipt: "00" })),
+          )
+        : json({ execId: "nope", receipt: "00" }),
+      output: VerifyReceiptResponseSchema,
+      dynamic: false,
+    });
+    add({
+      name: "a compressed request",
+      lean: "untaken",
+      path: version,
+      headers: wire === "grpc" ? { "grpc-encoding": "gzip" } : { "content-encoding": "gzip" },
+      body: wire === "grpc" ? envelope(gzipSync(new Uint8Array()), 1) : gzipSync(binary ? new Uint8Array() : json({})),
+      output: GetVersionResponseSchema,
+      dynamic: false,
+    });
+    add({
+      name: "a body over the limit",
+      lean: transport === "h1" ? "untaken" : "handed_over",
+      path: execute,
+      body: executeBody({ action: "echo", payload: { msg: "y".repeat(9000) }, nonce: nonce() }),
+      output: ExecuteResponseSchema,
+      dynamic: false,
+    });
+    if (binary) {
+      add({
+        name: "truncated protobuf",
+        lean: "handed_over",
+        path: execute,
+        body: frame(Uint8Array.of(0x0a, 0x05, 0x65)),
+        output: ExecuteResponseSchema,
+        dynamic: false,
+      });
+      // field 1 (action) sent as a varint: protobuf-es would read it as something else.
+      add({
+        name: "a field with another wire type",
+        lean: "handed_over",
+        path: execute,
+        body: frame(Uint8Array.of(0x08, 0x01)),
+        output: ExecuteResponseSchema,
+        dynamic: false,
+      });
+    } else {
+      add({
+        name: "malformed JSON",
+        lean: "handed_over",
+        path: execute,
+        body: Buffer.from('{"action":'),
+        output: ExecuteResponseSchema,
+        dynamic: false,
+      });
+      add({
+        name: "an unknown field",
+        lean: "handed_over",
+        path: execute,
+        body: json({ action: "echo", nonce: "n", bogus: 1 }),
+        output: ExecuteResponseSchema,
+        dynamic: false,
+      });
+      add({
+        name: "a reserved key",
+        lean: "handed_over",
+        path: execute,
+        body: Buffer.from('{"action":"echo","nonce":"n","payload":{"__proto__":{}}}'),
+        output: ExecuteResponseSchema,
+        dynamic: false,
+      });
+      add({
+        name: "a field of the wrong type",
+        lean: "handed_over",
+        path: execute,
+        body: json({ action: 7, nonce: "n" }),
+        output: ExecuteResponseSchema,
+        dynamic: false,
+      });
+      add({
+        name: "an empty body",
+        lean: "handed_over",
+        path: execute,
+        body: new Uint8Array(),
+        output: ExecuteResponseSchema,
+        dynamic: false,
+      });
+    }
+    if (wire === "grpc") {
+      add({
+        name: "a compressed frame without an encoding",
+        lean: "handed_over",
+        path: version,
+        body: envelope(new Uint8Array(), 1),
+        output: GetVersionResponseSchema,
+        dynamic: false,
+      });
+      add({
+        name: "two frames",
+        lean: "handed_over",
+        path: version,
+        body: Buffer.concat([envelope(new Uint8Array()), envelope(new Uint8Array())]),
+        output: GetVersionResponseSchema,
+        dynamic: false,
+      });
+      add({
+        name: "a frame longer than the body",
+        lean: "handed_over",
+        path: version,
+        body: envelope(new Uint8Array(8)).subarray(0, 9),
+        output: GetVersionResponseSchema,
+        dynamic: false,
+      });
+    }
+  }
+  return out;
+}
+
+describe("the lean unary path answers with connect-es's bytes", () => {
+  let lean: TestServer;
+  let connectEs: TestServer;
+  before(async () => {
+    const env = { OPENEXEC_MAX_BODY_BYTES: "8192" };
+    [lean, connectEs] = await Promise.all([
+      startTestServer(env),
+      startTestServer({ ...env, OPENEXEC_LEAN_UNARY: "off" }),
+    ]);
+  });
+  after(async () => {
+    await Promise.all([lean?.close(), connectEs?.close()]);
+  });
+
+  for (const c of cases()) {
+    it(c.name, async () => {
+      if (c.before !== undefined) {
+        for (const server of [lean, connectEs]) await send(c.transport, server.url, c.path, c.headers, c.before);
+      }
+      const taken = await leanCounts(lean);
+      const [viaLean, viaConnectEs] = await Promise.all(
+        [lean, connectEs].map((server) => send(c.transport, server.url, c.path, c.headers, c.body)),
+      );
+      assert.ok(viaLean !== undefined && viaConnectEs !== undefined);
+      assert.deepEqual(comparable(viaLean, c.output, c.dynamic), comparable(viaConnectEs, c.output, c.dynamic));
+      // The lean server took the request as expected (so the comparison compared the two paths).
+      const now = await leanCounts(lean);
+      assert.deepEqual(
+        { answered: now.answered - taken.answered, handed_over: now.handed_over - taken.handed_over },
+        { answered: c.lean === "answered" ? 1 : 0, handed_over: c.lean === "handed_over" ? 1 : 0 },
+      );
+    });
+  }
+
+  it("with OPENEXEC_LEAN_UNARY=off, the lean path takes nothing", async () => {
+    assert.deepEqual(await leanCounts(connectEs), { answered: 0, handed_over: 0 });
+  });
+});
