@@ -22,7 +22,7 @@ import type { Logger } from "./log/logger.js";
 import { withAccessLog } from "./observability/access-log.js";
 import { ServerMetrics } from "./observability/metrics.js";
 import { listenMetrics, serveMetrics } from "./observability/metrics-endpoint.js";
-import { observingInterceptor } from "./observability/rpc-observer.js";
+import { observingInterceptor, observingUnreached } from "./observability/rpc-observer.js";
 import { loadReceiptKey, type ReceiptKey } from "./receipts/receipt-key.js";
 import { TransparencyLog } from "./receipts/transparency-log.js";
 import { createConnectListener } from "./transport/connect-adapter.js";
@@ -161,6 +161,7 @@ export async function startServer(
   const call = createUnaryCaller(services, interceptors);
   const connect = createConnectListener({
     routes,
+    unreached: observingUnreached(metrics),
     ...(config.leanUnary ? { call, leanTaken: (outcome) => metrics.leanUnary(outcome) } : {}),
     logger,
     readMaxBytes: config.limits.maxBodyBytes,

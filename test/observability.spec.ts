@@ -4,6 +4,7 @@ import { Code, ConnectError, createClient } from "@connectrpc/connect";
 import { ExecutionService } from "../gen/openexec/v1/execution_pb.js";
 import { type LoggedServer, startLoggedServer } from "./support/captured-log.js";
 import { type ProtocolName, postJson, transportFor } from "./support/clients.js";
+import { connectCall, envelope, grpcCall, grpcWebCall } from "./support/raw-rpc.js";
 
 interface Sample {
   readonly name: string;
@@ -169,6 +170,51 @@ describe("metrics and access logs, over REST, Connect, gRPC and gRPC-web", () =>
     assert.equal(health?.trace_id, "4bf92f3577b34da6a3ce929d0e0e4736");
     assert.equal(health?.rpc, "openexec.v1.InfoService/GetHealth");
     assert.ok(!logged.text().includes(secret), "no payload value in the log");
+  });
+});
+
+describe("refusals before the method runs", () => {
+  it("count under the method with their code and are logged with their reason, on every protocol", async () => {
+    const logged = await startLoggedServer({ OPENEXEC_LEDGER_THREAD: "off" });
+    try {
+      const { url } = logged.server;
+      const path = "/openexec.v1.ExecutionService/Execute";
+      // An unknown field (JSON), a field with another wire type and a truncated message (binary).
+      const rpcAnswers = [
+        await connectCall(url, path, "application/json", '{"action":"echo","nonce":"n","bogus":1}'),
+        await connectCall(url, path, "application/json", '{"action":'),
+        await connectCall(url, path, "application/proto", Uint8Array.of(0x0a, 0x05, 0x65)),
+        await grpcCall(url, path, "application/grpc", envelope(Uint8Array.of(0x08, 0x01))),
+        await grpcWebCall(url, path, "application/grpc-web+proto", envelope(Uint8Array.of(0x0a, 0x05, 0x65))),
+      ];
+      assert.deepEqual(
+        rpcAnswers.map((answer) => answer.code),
+        Array(5).fill("invalid_argument"),
+      );
+      assert.equal((await postJson(`${url}/execute`, { action: "echo", nonce: "n", bogus: 1 })).status, 400);
+      const samples = parseExposition(await (await fetch(`${url}/metrics`)).text());
+      const invalid = (protocol: string) =>
+        value(samples, "grpc_server_handled_total", { ...execute, protocol, grpc_code: "InvalidArgument" });
+      assert.deepEqual(
+        ["connect", "grpc", "grpc-web", "rest"].map((protocol) => [protocol, invalid(protocol)]),
+        [
+          ["connect", 3],
+          ["grpc", 1],
+          ["grpc-web", 1],
+          ["rest", 1],
+        ],
+      );
+      assert.equal(value(samples, "grpc_server_started_total", { ...execute }), 6);
+      const lines = logged.lines().filter((line) => line.msg === "request" && line.path !== "/metrics");
+      assert.equal(lines.length, 6);
+      for (const line of lines) {
+        assert.equal(line.rpc, "openexec.v1.ExecutionService/Execute");
+        assert.equal(line.code, "invalid_argument");
+        assert.match(String(line.reason), /^(field_invalid|body_malformed)$/);
+      }
+    } finally {
+      await logged.close();
+    }
   });
 });
 

@@ -130,9 +130,8 @@ export class ServerMetrics {
     });
   }
 
-  /** Starts timing one RPC; the returned function records how it ended. */
-  rpcStarted(labels: RpcLabels): (code: Code | 0) => void {
-    const started = performance.now();
+  /** Starts timing one RPC (or times one that started at `started`); the returned function records how it ended. */
+  rpcStarted(labels: RpcLabels, started = performance.now()): (code: Code | 0) => void {
     const base = {
       grpc_service: labels.service,
       grpc_method: labels.method,

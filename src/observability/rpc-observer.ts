@@ -1,5 +1,5 @@
 import type { DescMethod } from "@bufbuild/protobuf";
-import { type Code, ConnectError, createContextKey, type Interceptor } from "@connectrpc/connect";
+import { type Code, ConnectError, type ContextValues, createContextKey, type Interceptor } from "@connectrpc/connect";
 import { ErrorDetailSchema } from "../../gen/openexec/v1/error_pb.js";
 import { type ExecuteResponse, ExecutionService } from "../../gen/openexec/v1/execution_pb.js";
 import { ExecutionStatus } from "../../gen/openexec/v1/receipt_pb.js";
@@ -52,6 +52,37 @@ export function observingInterceptor(metrics: ServerMetrics): Interceptor {
     } finally {
       landed?.();
     }
+  };
+}
+
+/** Hears a unary request refused before the chain (while connect-es decoded it), with the error answered. */
+export type UnreachedObserver = (
+  method: DescMethod,
+  header: Headers,
+  contextValues: ContextValues,
+  error: ConnectError,
+  startedAt: number,
+) => void;
+
+/**
+ * Counts and logs what observingInterceptor never sees: a unary request that
+ * connect-es refused while decoding its message (connect-adapter.ts), so that
+ * every refusal counts under its method with its code, as the REST ones do.
+ */
+export function observingUnreached(metrics: ServerMetrics): UnreachedObserver {
+  return (method, header, contextValues, error, startedAt) => {
+    const protocol = protocolOf(header, false);
+    const record = contextValues.get(accessRecordKey);
+    const service = method.parent.typeName;
+    if (record !== undefined) {
+      record.protocol = protocol;
+      record.rpc = `${service}/${method.name}`;
+    }
+    const done = metrics.rpcStarted(
+      { service, method: method.name, type: grpcType(method.methodKind), protocol },
+      startedAt,
+    );
+    failed(metrics, error, done, record);
   };
 }
 

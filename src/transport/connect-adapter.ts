@@ -35,6 +35,7 @@ import type { UnaryCaller } from "../api/unary-caller.js";
 import { Rejection } from "../errors/reason.js";
 import type { Logger } from "../log/logger.js";
 import { accessRecordKey, accessRecordOf } from "../observability/access-log.js";
+import type { UnreachedObserver } from "../observability/rpc-observer.js";
 import { type NodeResponse, writeRejection } from "./http-errors.js";
 import { clientWentAway, type RequestListener } from "./http-server.js";
 import { createLeanUnary } from "./lean-unary.js";
@@ -53,6 +54,11 @@ export interface ConnectListenerOptions extends ConnectRouterOptions {
    * (lean-unary.ts); without it (OPENEXEC_LEAN_UNARY=off) connect-es answers every request.
    */
   readonly call?: UnaryCaller;
+  /**
+   * Observes a unary request connect-es refused while decoding it, before the
+   * interceptor chain (metrics, access log), with the error as answered.
+   */
+  readonly unreached?: UnreachedObserver;
   /** Counts the requests the lean unary path took (metrics). */
   readonly leanTaken?: (outcome: "answered" | "handed_over") => void;
 }
@@ -98,6 +104,7 @@ export function createConnectListener(options: ConnectListenerOptions): RequestL
     handler: UniversalHandler,
     body?: AsyncIterable<Uint8Array>,
   ): void => {
+    const started = performance.now();
     const contextValues = createContextValues();
     contextValues.set(accessRecordKey, accessRecordOf(req));
     let universalRequest: UniversalServerRequest;
@@ -114,11 +121,14 @@ export function createConnectListener(options: ConnectListenerOptions): RequestL
       : Promise.resolve(universalRequest)
     )
       .then((request) => handler(request))
-      .then((response) =>
-        unary
-          ? refusalsWithReasons(response, contextValues.get(decodingRefusalKey), contextValues.get(handlerReachedKey))
-          : response,
-      )
+      .then((response) => {
+        if (!unary) return response;
+        const reached = contextValues.get(handlerReachedKey);
+        return refusalsWithReasons(response, contextValues.get(decodingRefusalKey), reached, (error) => {
+          // The chain never saw a request refused while connect-es decoded it: count and log it here.
+          if (!reached) options.unreached?.(handler.method, universalRequest.header, contextValues, error, started);
+        });
+      })
       .then((response) =>
         universalResponseToNodeResponse(response, res as Parameters<typeof universalResponseToNodeResponse>[1]),
       )
@@ -293,18 +303,20 @@ async function decompress(name: string | null, bytes: Uint8Array, readMaxBytes: 
 /**
  * Gives protocol-layer decoding errors their reason, in whichever protocol
  * carried them (protocolErrorAsRejection); `known` is a refusal found before
- * decoding.
+ * decoding. `answered` hears the error answered, as the client will see it.
  */
 async function refusalsWithReasons(
   response: UniversalServerResponse,
   known: Rejection | undefined,
   handlerReached: boolean,
+  answered: (error: ConnectError) => void,
 ): Promise<UniversalServerResponse> {
   const contentType = response.header?.get("content-type") ?? "";
   const fix = (headers: Headers | undefined) => {
     if (headers === undefined) return false;
     const error = findTrailerError(headers);
     const fixed = error === undefined ? undefined : protocolErrorAsRejection(error, known, handlerReached);
+    if (error !== undefined) answered(fixed ?? error);
     if (fixed === undefined) return false;
     headers.delete("grpc-status-details-bin");
     setTrailerStatus(headers, fixed);
@@ -341,6 +353,7 @@ async function refusalsWithReasons(
     const error = errorFromJsonBytes(plain, undefined, new ConnectError("", Code.Internal));
     // A reason in the header means the error came from OpenExec, not the protocol layer.
     if (response.header?.get(reasonHeader) === null) fixed = protocolErrorAsRejection(error, known, handlerReached);
+    answered(fixed ?? error);
   } catch {
     fixed = undefined;
   }
