@@ -286,6 +286,12 @@ function scenarios(concurrency: number, postgres: PostgresBench | undefined): Sc
       },
     },
     {
+      name: "rest-raw",
+      description: "OpenExec REST POST /execute (the original's path), sent with the baseline's raw client",
+      start: startOpenExec,
+      client: rawJsonClient("rest-raw", "/execute", {}, concurrency, restCheck),
+    },
+    {
       name: "connect-json-raw",
       description: "OpenExec Execute, Connect JSON over HTTP/1.1, sent with the baseline's raw client",
       start: startOpenExec,

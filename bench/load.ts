@@ -100,6 +100,24 @@ export function postJson(
   });
 }
 
+/** GETs `url` over HTTP/1.1 on `agent`; resolves with the body of a 200, rejects otherwise. */
+export function getBody(agent: Agent, url: string, timeoutMs: number): Promise<Buffer> {
+  return new Promise((resolve, reject) => {
+    const req = request(url, { agent, timeout: timeoutMs }, (res) => {
+      const chunks: Buffer[] = [];
+      res.on("data", (chunk: Buffer) => chunks.push(chunk));
+      res.on("error", reject);
+      res.on("end", () => {
+        if (res.statusCode === 200) resolve(Buffer.concat(chunks));
+        else reject(new Error(`${url} answered ${res.statusCode}`));
+      });
+    });
+    req.on("timeout", () => req.destroy(new Error(`no answer within ${timeoutMs} ms`)));
+    req.on("error", reject);
+    req.end();
+  });
+}
+
 /** Sockets an agent holds open (busy or idle) to any host: how many connections the load really used. */
 export function agentSockets(agent: Agent): number {
   const count = (pool: NodeJS.ReadOnlyDict<unknown[]>) =>

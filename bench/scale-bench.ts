@@ -28,7 +28,7 @@ import Database from "better-sqlite3";
 import { canonicalJsonDigest } from "../src/json/canonical-digest.js";
 import { SqliteLedgerStore } from "../src/ledger/sqlite-store.js";
 import { loadReceiptKey } from "../src/receipts/receipt-key.js";
-import { percentile, postJson, runPhase } from "./load.js";
+import { getBody, percentile, postJson, runPhase } from "./load.js";
 import { makeScratchDir, removeScratchDir, type ServerChild, spawnServer } from "./processes.js";
 
 const packageRoot = fileURLToPath(new URL("..", import.meta.url));
@@ -126,15 +126,22 @@ async function executeRate(url: string, seconds: number, tag: string): Promise<n
   return phase.latencies.length / phase.seconds;
 }
 
-/** Sequential GETs: latencies in ms, sorted. */
+/**
+ * Sequential GETs on one keep-alive connection (node:http, the lean client:
+ * fetch added about 1 ms at the median and several at the tail): latencies
+ * in ms, sorted.
+ */
 export async function latencies(urls: readonly string[]): Promise<number[]> {
+  const agent = new Agent({ keepAlive: true, maxSockets: 1 });
   const out: number[] = [];
-  for (const url of urls) {
-    const started = performance.now();
-    const answer = await fetch(url);
-    await answer.arrayBuffer();
-    if (answer.status !== 200) throw new Error(`${url} answered ${answer.status}`);
-    out.push(performance.now() - started);
+  try {
+    for (const url of urls) {
+      const started = performance.now();
+      await getBody(agent, url, 10_000);
+      out.push(performance.now() - started);
+    }
+  } finally {
+    agent.destroy();
   }
   return out.sort((a, b) => a - b);
 }
@@ -143,16 +150,21 @@ export async function latencies(urls: readonly string[]): Promise<number[]> {
 export async function longestStall(url: string, work: Promise<unknown>): Promise<number> {
   let done = false;
   let longest = 0;
+  const agent = new Agent({ keepAlive: true, maxSockets: 1 });
   const probe = (async () => {
     while (!done) {
       const started = performance.now();
-      await (await fetch(`${url}/health`)).arrayBuffer();
+      await getBody(agent, `${url}/health`, 10_000);
       longest = Math.max(longest, performance.now() - started);
     }
   })();
-  await work;
-  done = true;
-  await probe;
+  try {
+    await work;
+  } finally {
+    done = true;
+    await probe;
+    agent.destroy();
+  }
   return longest;
 }
 
