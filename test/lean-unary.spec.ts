@@ -338,6 +338,124 @@ function cases(): Case[] {
       output: ExecuteResponseSchema,
       dynamic: false,
     });
+    add({
+      name: "Execute, the nonce with another payload, to a client that accepts gzip (a large error)",
+      path: execute,
+      headers: wire === "grpc" ? { "grpc-accept-encoding": "gzip" } : { "accept-encoding": "gzip" },
+      before: executeBody({ action: "echo", payload: { msg: "first" }, nonce: `${wire}-gzip-conflict` }),
+      body: executeBody({ action: "echo", payload: { msg: "second" }, nonce: `${wire}-gzip-conflict` }),
+      output: ExecuteResponseSchema,
+      dynamic: true,
+    });
+    add({
+      name: "an explicit identity encoding, and an answer encoding the server lacks",
+      path: execute,
+      headers:
+        wire === "grpc"
+          ? { "grpc-encoding": "identity", "grpc-accept-encoding": "deflate, snappy" }
+          : { "content-encoding": "identity", "accept-encoding": "deflate" },
+      body: executeBody({ action: "echo", payload: { msg: "z".repeat(1500) }, nonce: nonce() }),
+      output: ExecuteResponseSchema,
+      dynamic: true,
+    });
+    add({
+      name: "a large answer to a client that accepts br only",
+      path: execute,
+      headers: wire === "grpc" ? { "grpc-accept-encoding": "br" } : { "accept-encoding": "br" },
+      body: executeBody({ action: "echo", payload: { msg: "b".repeat(1500) }, nonce: nonce() }),
+      output: ExecuteResponseSchema,
+      dynamic: true,
+    });
+    add({
+      name: "a deadline already past",
+      path: version,
+      headers: wire === "grpc" ? { "grpc-timeout": "0n" } : { "connect-timeout-ms": "0" },
+      body: binary ? frame(toBinary(GetVersionRequestSchema, create(GetVersionRequestSchema))) : json({}),
+      output: GetVersionResponseSchema,
+      dynamic: false,
+    });
+    if (wire === "connect-json") {
+      const versionBody = json({});
+      add({
+        name: "Host with a character no URL allows",
+        path: version,
+        headers: { host: "a^b" },
+        body: versionBody,
+        output: GetVersionResponseSchema,
+        dynamic: false,
+        lean: "untaken",
+      });
+      add({
+        name: "Host in capitals with the default port",
+        path: version,
+        headers: { host: "EXAMPLE.com:80" },
+        body: versionBody,
+        output: GetVersionResponseSchema,
+        dynamic: false,
+      });
+      add({
+        name: "Content-Type with a charset",
+        path: version,
+        headers: { "content-type": "application/json; charset=utf-8" },
+        body: versionBody,
+        output: GetVersionResponseSchema,
+        dynamic: false,
+      });
+      add({
+        name: "Content-Type in capitals",
+        path: version,
+        headers: { "content-type": "Application/JSON" },
+        body: versionBody,
+        output: GetVersionResponseSchema,
+        dynamic: false,
+      });
+      add({
+        name: "a chunked body",
+        path: execute,
+        headers: { "transfer-encoding": "chunked" },
+        body: executeBody({ action: "echo", payload: { msg: "chunked" }, nonce: nonce() }),
+        output: ExecuteResponseSchema,
+        dynamic: true,
+      });
+      add({
+        name: "a chunked body over the limit",
+        path: execute,
+        headers: { "transfer-encoding": "chunked" },
+        body: executeBody({ action: "echo", payload: { msg: "c".repeat(9000) }, nonce: nonce() }),
+        output: ExecuteResponseSchema,
+        dynamic: false,
+        lean: "handed_over",
+      });
+      add({
+        name: "gRPC-web over HTTP/1.1",
+        path: version,
+        headers: { "content-type": "application/grpc-web+proto" },
+        body: envelope(new Uint8Array()),
+        output: GetVersionResponseSchema,
+        dynamic: false,
+        lean: "untaken",
+      });
+    }
+    if (wire === "grpc") {
+      add({
+        name: "gRPC with JSON",
+        path: version,
+        headers: { "content-type": "application/grpc+json" },
+        body: envelope(Buffer.from("{}")),
+        output: GetVersionResponseSchema,
+        dynamic: false,
+        lean: "untaken",
+      });
+      add({
+        name: "gRPC-web over h2c",
+        path: version,
+        headers: { "content-type": "application/grpc-web+proto" },
+        body: envelope(new Uint8Array()),
+        output: GetVersionResponseSchema,
+        dynamic: false,
+        lean: "untaken",
+      });
+    }
     if (binary) {
       add({
         name: "truncated protobuf",
@@ -432,7 +550,8 @@ describe("the lean unary path answers with connect-es's bytes", () => {
   let lean: TestServer;
   let connectEs: TestServer;
   before(async () => {
-    const env = { OPENEXEC_MAX_BODY_BYTES: "8192" };
+    // Any Host, so that the Host cases reach the RPC handlers.
+    const env = { OPENEXEC_MAX_BODY_BYTES: "8192", OPENEXEC_ALLOWED_HOSTS: "*" };
     [lean, connectEs] = await Promise.all([
       startTestServer(env),
       startTestServer({ ...env, OPENEXEC_LEAN_UNARY: "off" }),

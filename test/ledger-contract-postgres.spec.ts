@@ -93,4 +93,31 @@ describe("PostgreSQL: statements sent ahead of COMMIT (pipelined)", { skip }, ()
       await schema.drop();
     }
   });
+  it("a statement node-postgres fails without sending it (a value it cannot bind) commits nothing", async () => {
+    const schema = await freshSchema();
+    const storage = await openPostgresStorage(
+      { url: schema.url, poolSize: 2, statementTimeoutMs: 5000, connectTimeoutMs: 5000 },
+      identity,
+    );
+    try {
+      const unbindable = {
+        toPostgres() {
+          throw new Error("cannot bind this value");
+        },
+      } as unknown as string;
+      await assert.rejects(
+        storage.transaction(async (tx) => {
+          await tx.writeCounters([{ tenantId: "acme", key: "pipelined", value: 1 }]);
+          // Sent ahead of COMMIT; node-postgres fails it while binding, so the server never sees it.
+          await tx.appendLog([{ index: 0, hash: new Uint8Array(32), kind: "execution", entryId: unbindable }], [], 1);
+        }),
+        /cannot bind this value/,
+      );
+      assert.deepEqual(await adminQuery(schema.url, "SELECT key FROM counters"), []);
+      assert.deepEqual(await adminQuery(schema.url, "SELECT size::int AS size FROM log_state"), [{ size: 0 }]);
+    } finally {
+      await storage.close();
+      await schema.drop();
+    }
+  });
 });

@@ -12,6 +12,10 @@ export interface CallContextInit {
   readonly timeoutMs?: number;
   /** Subscribes to the client going away before the answer is sent; returns the unsubscription. */
   readonly onClientGone?: (listener: () => void) => () => void;
+  /** The server's shutdown. */
+  readonly shutdownSignal?: AbortSignal;
+  readonly responseHeader?: Record<string, string>;
+  readonly responseTrailer?: Record<string, string>;
 }
 
 /** A handler context, and the call's end: the signal fires, timers and listeners go. */
@@ -47,7 +51,15 @@ export function createCallContext(init: CallContextInit): CallContext {
       if (left <= 0) abortAtDeadline();
       else timer = setTimeout(abortAtDeadline, left);
     }
-    unsubscribe = init.onClientGone?.(() => made.abort(new ConnectError("the client went away", Code.Canceled)));
+    const goneAway = init.onClientGone?.(() => made.abort(new ConnectError("the client went away", Code.Canceled)));
+    const shutdown = init.shutdownSignal;
+    const onShutdown = () => made.abort(shutdown?.reason);
+    if (shutdown?.aborted === true) onShutdown();
+    else shutdown?.addEventListener("abort", onShutdown, { once: true });
+    unsubscribe = () => {
+      goneAway?.();
+      shutdown?.removeEventListener("abort", onShutdown);
+    };
     return made.signal;
   };
   return {
@@ -57,8 +69,8 @@ export function createCallContext(init: CallContextInit): CallContext {
     requestMethod: init.requestMethod,
     url: init.url,
     requestHeader: init.requestHeader,
-    responseHeader: new Headers(),
-    responseTrailer: new Headers(),
+    responseHeader: new Headers(init.responseHeader),
+    responseTrailer: new Headers(init.responseTrailer),
     values: init.contextValues,
     timeoutMs: () => (deadline === undefined ? undefined : deadline - Date.now()),
     get signal() {

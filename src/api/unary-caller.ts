@@ -1,6 +1,6 @@
 import { create, type DescMessage, type DescMethodUnary, type MessageShape } from "@bufbuild/protobuf";
 import type { ContextValues, Interceptor, UnaryRequest, UnaryResponse } from "@connectrpc/connect";
-import { callContextKey, createCallContext } from "./call-context.js";
+import { type CallContext, callContextKey, createCallContext } from "./call-context.js";
 import type { ServedService } from "./routes.js";
 
 /** How a unary call arrived, for the callers other than connect-es (the REST bindings, the lean unary path). */
@@ -16,6 +16,11 @@ export interface UnaryCallInit {
   readonly timeoutMs?: number;
   /** Subscribes to the client going away; the call's signal fires then (only if a handler asks for it). */
   readonly onClientGone?: (listener: () => void) => () => void;
+  /** The server's shutdown, which fires the call's signal too. */
+  readonly shutdownSignal?: AbortSignal;
+  /** What the response headers and trailers start as (the protocol's own, e.g. its content type). */
+  readonly responseHeader?: Record<string, string>;
+  readonly responseTrailer?: Record<string, string>;
 }
 
 export type UnaryCaller = <I extends DescMessage, O extends DescMessage>(
@@ -43,7 +48,7 @@ export function createUnaryCaller(
       const run = fn.bind(impl) as (message: unknown, context: unknown) => unknown;
       const last: Call = async (request) => {
         const context = request.contextValues.get(callContextKey);
-        const output = await run(request.message, context);
+        const output = await run(request.message, handlerContext(context, request));
         return {
           stream: false,
           service: method.parent,
@@ -74,10 +79,13 @@ export function createUnaryCaller(
       contextValues: init.contextValues,
       ...(init.timeoutMs === undefined ? {} : { timeoutMs: init.timeoutMs }),
       ...(init.onClientGone === undefined ? {} : { onClientGone: init.onClientGone }),
+      ...(init.shutdownSignal === undefined ? {} : { shutdownSignal: init.shutdownSignal }),
+      ...(init.responseHeader === undefined ? {} : { responseHeader: init.responseHeader }),
+      ...(init.responseTrailer === undefined ? {} : { responseTrailer: init.responseTrailer }),
     });
     init.contextValues.set(callContextKey, context);
     try {
-      return (await chain({
+      const response = (await chain({
         stream: false,
         service: method.parent,
         method,
@@ -90,8 +98,34 @@ export function createUnaryCaller(
         contextValues: init.contextValues,
         message,
       } as UnaryRequest)) as UnaryResponse<I, O>;
+      // An interceptor may answer with headers of its own: they become the call's, as under connect-es.
+      replaceHeaders(response.header, context.responseHeader);
+      replaceHeaders(response.trailer, context.responseTrailer);
+      return response;
     } finally {
       context.finish();
     }
   };
+}
+
+/**
+ * What the handler sees: the call's context, with the request's headers,
+ * signal and values as the interceptors passed them on (connect-es's rule).
+ */
+function handlerContext(context: CallContext | undefined, request: UnaryRequest): unknown {
+  if (context === undefined) return undefined;
+  if (request.header === context.requestHeader && request.contextValues === context.values) return context;
+  return Object.create(context, {
+    requestHeader: { value: request.header },
+    values: { value: request.contextValues },
+    signal: { get: () => request.signal },
+  });
+}
+
+function replaceHeaders(from: Headers, to: Headers): void {
+  if (from === to) return;
+  for (const name of [...to.keys()]) to.delete(name);
+  from.forEach((value, name) => {
+    to.set(name, value);
+  });
 }

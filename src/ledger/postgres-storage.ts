@@ -225,9 +225,16 @@ export class PostgresStorage implements LedgerStorage {
     // three. Inside a transaction a failed statement fails every later one, and
     // COMMIT then answers ROLLBACK: nothing sent ahead can commit by mistake.
     const ahead: Promise<unknown>[] = [];
+    // The first statement sent ahead known to have failed. node-postgres fails
+    // some statements without sending them (a value it cannot bind): the server
+    // never sees those, so COMMIT would not roll back; they fail synchronously,
+    // so this is set before COMMIT is sent.
+    let failedAhead: unknown;
     const sendAhead = (text: string, values?: unknown[]) => {
       const answer = client.query(text, values);
-      answer.catch(ignore);
+      answer.catch((error: unknown) => {
+        failedAhead ??= error;
+      });
       ahead.push(answer);
       return answer;
     };
@@ -239,6 +246,7 @@ export class PostgresStorage implements LedgerStorage {
       let value: T;
       try {
         value = await work(tx);
+        if (failedAhead !== undefined) throw failedAhead;
       } catch (error) {
         await client.query("ROLLBACK").catch((rollbackError: Error) => {
           broken = rollbackError;
@@ -251,7 +259,9 @@ export class PostgresStorage implements LedgerStorage {
       try {
         committed = await client.query("COMMIT");
       } catch (error) {
-        if (sqlState(error) !== undefined) throw error; // the server answered: rolled back
+        // The server answered and rolled back (e.g. a serialization failure)... unless it is
+        // going away (57P01 admin shutdown, 08xxx): then the outcome is as unknown as a lost answer.
+        if (sqlState(error) !== undefined && !commitOutcomeUnknown(error)) throw error;
         broken = error as Error;
         // A statement sent ahead that the server refused means COMMIT could not commit.
         const refused = await firstRefusal(sent, true);
@@ -262,6 +272,12 @@ export class PostgresStorage implements LedgerStorage {
       // COMMIT of a transaction the server had already aborted answers ROLLBACK, not an error.
       if (committed.command !== "COMMIT") {
         throw (await firstRefusal(sent, false)) ?? new LedgerBugError("the ledger transaction was rolled back");
+      }
+      if (failedAhead !== undefined) {
+        // Cannot happen (see failedAhead): say so loudly rather than report a partial batch as written.
+        throw new LedgerBugError("the ledger transaction committed although a statement of it failed", {
+          cause: failedAhead,
+        });
       }
       return value;
     } catch (error) {
@@ -863,4 +879,15 @@ async function firstRefusal(
     if (answer.status === "rejected" && (!refusedOnly || sqlState(answer.reason) !== undefined)) return answer.reason;
   }
   return undefined;
+}
+
+/**
+ * A COMMIT refused because the server or its connection is going away
+ * (operator intervention 57xxx, connection exception 08xxx): the transaction
+ * may have committed locally first (e.g. while waiting for a synchronous
+ * standby), so its outcome is read back, not assumed.
+ */
+function commitOutcomeUnknown(error: unknown): boolean {
+  const code = sqlState(error) ?? "";
+  return code.startsWith("57") || code.startsWith("08");
 }

@@ -127,6 +127,8 @@ export class LedgerRecorder {
     const before = this.#edge;
     try {
       return await storage.transaction(async (tx) => {
+        // A transaction run again (a serialization failure) starts from the edge as committed.
+        this.#edge = before;
         const size = await tx.lockLog();
         // Another writer appended since (replicas on one database): catch up from its tiles.
         if (size !== this.#edge.size) this.#edge = await restoreEdge(tx, size);

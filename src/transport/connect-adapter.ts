@@ -94,6 +94,7 @@ export function createConnectListener(options: ConnectListenerOptions): RequestL
           readMaxBytes,
           jsonOptions: (method) => strictJsonOptions(method.input, maxJsonDepth),
           logger: options.logger,
+          ...(options.shutdownSignal === undefined ? {} : { shutdownSignal: options.shutdownSignal }),
           ...(options.leanTaken === undefined ? {} : { taken: options.leanTaken }),
         });
 

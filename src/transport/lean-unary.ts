@@ -41,6 +41,8 @@ export interface LeanUnaryOptions {
   /** The strict JSON options connect-es decodes each method's messages with (strict-decoding.ts). */
   readonly jsonOptions: (method: DescMethod) => NonNullable<ConnectRouterOptions["jsonOptions"]>;
   readonly logger: Logger;
+  /** The server's shutdown: a handler's signal fires with it, as under connect-es. */
+  readonly shutdownSignal?: AbortSignal;
   /** Counts each request taken: answered here, or handed over to connect-es. */
   readonly taken?: (outcome: "answered" | "handed_over") => void;
 }
@@ -82,9 +84,12 @@ export function createLeanUnary(options: LeanUnaryOptions) {
    * request it takes is answered here or handed to `fallThrough`.
    */
   return function serve(req: NodeRequest, res: NodeResponse, method: DescMethod, fallThrough: FallThrough): boolean {
+    const arrived = Date.now();
     if (method.methodKind !== "unary" || req.method !== "POST") return false;
-    // connect-es refuses a request without an authority (HTTP/1.0 without Host): connect-adapter.ts answers it.
-    if (authorityOf(req) === undefined) return false;
+    // connect-es refuses a request whose authority makes no URL (HTTP/1.0 without Host, a Host
+    // with spaces): connect-adapter.ts answers it. The URL is built as connect-node builds it.
+    const url = urlOf(req);
+    if (url === undefined) return false;
     const wire = wireOf(req);
     if (wire === undefined) return false;
     const grpc = wire === "grpc";
@@ -96,8 +101,8 @@ export function createLeanUnary(options: LeanUnaryOptions) {
     if (declared === null || (declared !== undefined && declared > options.readMaxBytes)) return false;
     // gRPC frames the message: five bytes more than the message may be read.
     const cap = options.readMaxBytes + (grpc ? 5 : 0);
-    readBodyUpTo(req, cap).then(
-      (body) => {
+    readBodyUpTo(req, cap)
+      .then((body) => {
         if (body.rest !== undefined) {
           options.taken?.("handed_over");
           fallThrough(replay(body.chunks, body.rest));
@@ -116,12 +121,11 @@ export function createLeanUnary(options: LeanUnaryOptions) {
           return;
         }
         options.taken?.("answered");
-        answer(req, res, method as DescMethodUnary, wire, decoded, timeout.timeoutMs).catch((error: unknown) =>
-          writeFailed(req, res, method, error),
-        );
-      },
-      (error: unknown) => writeFailed(req, res, method, error),
-    );
+        // The deadline runs from the request's arrival, as connect-es's does.
+        const timeoutMs = timeout.timeoutMs === undefined ? undefined : timeout.timeoutMs - (Date.now() - arrived);
+        return answer(req, res, method as DescMethodUnary, wire, url, decoded, timeoutMs);
+      })
+      .catch((error: unknown) => writeFailed(req, res, method, error));
     return true;
   };
 
@@ -137,11 +141,18 @@ export function createLeanUnary(options: LeanUnaryOptions) {
     }
   }
 
+  /**
+   * Calls the method through the chain and writes its answer as connect-es's
+   * handlers do: the response headers start as theirs (content type, gRPC's
+   * encoding and `grpc-status: 0` trailer), the handler adds to them, errors
+   * and compression are applied to them in the same order.
+   */
   async function answer(
     req: NodeRequest,
     res: NodeResponse,
     method: DescMethodUnary,
     wire: Wire,
+    url: string,
     message: unknown,
     timeoutMs: number | undefined,
   ): Promise<void> {
@@ -156,75 +167,77 @@ export function createLeanUnary(options: LeanUnaryOptions) {
     ).response;
     const contextValues = createContextValues();
     contextValues.set(accessRecordKey, accessRecordOf(req));
-    const serialization = serializationOf(method).getO(binary);
+    const responseHeader: Record<string, string> = grpc
+      ? {
+          "content-type": "application/grpc+proto",
+          ...(compression === null ? {} : { "grpc-encoding": compression.name }),
+        }
+      : { "content-type": binary ? "application/proto" : "application/json" };
     let output: Uint8Array | undefined;
     let error: ConnectError | undefined;
     try {
       const response = await options.call(method, message as never, {
         requestMethod: "POST",
-        url: `http://${authorityOf(req) ?? ""}${req.url ?? ""}`,
+        url,
         header,
         contextValues,
         protocolName: grpc ? "grpc" : "connect",
+        responseHeader,
+        ...(grpc ? { responseTrailer: { "grpc-status": "0" } } : {}),
         ...(timeoutMs === undefined ? {} : { timeoutMs }),
+        ...(options.shutdownSignal === undefined ? {} : { shutdownSignal: options.shutdownSignal }),
         onClientGone: (listener) => {
+          if (res.destroyed) {
+            queueMicrotask(listener);
+            return () => undefined;
+          }
           res.once("close", listener);
           return () => res.off("close", listener);
         },
       });
-      output = serialization.serialize(response.message);
+      output = serializationOf(method).getO(binary).serialize(response.message);
     } catch (thrown) {
       error = asReasonedError(thrown, contextValues.get(handlerReachedKey));
     }
     const context = callContextOf(contextValues);
-    const responseHeader = new Headers(context?.responseHeader);
-    const responseTrailer = new Headers(context?.responseTrailer);
+    const headers = context?.responseHeader ?? new Headers(responseHeader);
+    const trailers = context?.responseTrailer ?? new Headers(grpc ? { "grpc-status": "0" } : {});
     if (grpc) {
-      writeGrpc(res, responseHeader, responseTrailer, compression, output, error);
+      await writeGrpc(res, headers, trailers, compression, output, error);
       return;
     }
     let status = 200;
     let body: Uint8Array;
-    responseHeader.set("content-type", binary ? "application/proto" : "application/json");
     if (error === undefined && output !== undefined) {
       body = output;
     } else {
       const failure = error ?? new ConnectError("internal error", Code.Internal);
       status = codeToHttpStatus(failure.code);
-      responseHeader.set("content-type", "application/json");
+      headers.set("content-type", "application/json");
       failure.metadata.forEach((value, name) => {
-        responseHeader.set(name, value);
+        headers.set(name, value);
       });
       body = errorToJsonBytes(failure, options.jsonOptions(method));
     }
     if (compression !== null && body.byteLength >= limits.compressMinBytes) {
       body = await compression.compress(body);
-      responseHeader.set("content-encoding", compression.name);
+      headers.set("content-encoding", compression.name);
     }
-    const headers = trailerMux(responseHeader, responseTrailer);
-    headers.set("content-length", body.byteLength.toString(10));
-    res.writeHead(status, nodeHeaders(headers));
+    const muxed = trailerMux(headers, trailers);
+    muxed.set("content-length", body.byteLength.toString(10));
+    res.writeHead(status, nodeHeaders(muxed));
     res.end(body);
   }
 
-  function writeGrpc(
+  /** gRPC: headers once the message is ready, the message, then the status in trailers. */
+  async function writeGrpc(
     res: NodeResponse,
-    header: Headers,
-    trailer: Headers,
+    headers: Headers,
+    trailers: Headers,
     compression: Compression | null,
     output: Uint8Array | undefined,
     error: ConnectError | undefined,
-  ): void {
-    // connect-es's order: content type, encoding, then what the handler set.
-    const headers = new Headers({ "content-type": "application/grpc+proto" });
-    if (compression !== null) headers.set("grpc-encoding", compression.name);
-    header.forEach((value, name) => {
-      headers.append(name, value);
-    });
-    const trailers = new Headers({ "grpc-status": "0" });
-    trailer.forEach((value, name) => {
-      trailers.append(name, value);
-    });
+  ): Promise<void> {
     if (error !== undefined || output === undefined) {
       setTrailerStatus(trailers, error ?? new ConnectError("internal error", Code.Internal));
       res.writeHead(200, nodeHeaders(headers));
@@ -232,12 +245,11 @@ export function createLeanUnary(options: LeanUnaryOptions) {
       res.end();
       return;
     }
-    void frame(output, compression, limits.compressMinBytes).then((bytes) => {
-      res.writeHead(200, nodeHeaders(headers));
-      (res as { write(chunk: Uint8Array): boolean }).write(bytes);
-      res.addTrailers(nodeHeaders(trailers));
-      res.end();
-    });
+    const bytes = await frame(output, compression, limits.compressMinBytes);
+    res.writeHead(200, nodeHeaders(headers));
+    (res as { write(chunk: Uint8Array): boolean }).write(bytes);
+    res.addTrailers(nodeHeaders(trailers));
+    res.end();
   }
 
   function writeFailed(req: NodeRequest, res: NodeResponse, method: DescMethod, error: unknown): void {
@@ -263,8 +275,15 @@ function wireOf(req: NodeRequest): Wire | undefined {
   return type.binary ? "connect-proto" : "connect-json";
 }
 
-function authorityOf(req: NodeRequest): string | undefined {
-  return "authority" in req ? req.authority : req.headers.host;
+/** The request's URL as connect-node makes it (undefined when it makes none: connect-es refuses those). */
+function urlOf(req: NodeRequest): string | undefined {
+  const authority = "authority" in req ? req.authority : req.headers.host;
+  if (authority === undefined) return undefined;
+  try {
+    return new URL(req.url ?? "", `http://${authority}`).toString();
+  } catch {
+    return undefined;
+  }
 }
 
 function identity(encoding: string | string[] | undefined): boolean {
