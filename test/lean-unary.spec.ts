@@ -14,8 +14,8 @@ import {
   VerifyReceiptResponseSchema,
 } from "../gen/openexec/v1/execution_pb.js";
 import { GetVersionRequestSchema, GetVersionResponseSchema } from "../gen/openexec/v1/info_pb.js";
+import { type LoggedServer, startLoggedServer } from "./support/captured-log.js";
 import { envelope } from "./support/raw-rpc.js";
-import { startTestServer, type TestServer } from "./support/test-server.js";
 
 /**
  * The lean unary path (src/transport/lean-unary.ts) must put the same bytes on
@@ -175,8 +175,8 @@ function comparable(exchange: Exchange, output: DescMessage, dynamic: boolean) {
 }
 
 /** openexec_lean_unary_requests_total by outcome, from the server's /metrics. */
-async function leanCounts(server: TestServer): Promise<{ answered: number; handed_over: number }> {
-  const text = await (await fetch(`${server.url}/metrics`)).text();
+async function leanCounts(url: string): Promise<{ answered: number; handed_over: number }> {
+  const text = await (await fetch(`${url}/metrics`)).text();
   const count = (outcome: string) =>
     Number(
       new RegExp(`^openexec_lean_unary_requests_total\\{outcome="${outcome}"\\} (\\d+)$`, "m").exec(text)?.[1] ?? 0,
@@ -546,34 +546,84 @@ function cases(): Case[] {
   return out;
 }
 
+/** The access-log line of the request sent with `traceId`, once the server has written it. */
+async function accessLine(server: LoggedServer, traceId: string): Promise<Record<string, unknown>> {
+  for (let attempt = 0; attempt < 100; attempt++) {
+    const line = server.lines().find((l) => l.msg === "request" && l.trace_id === traceId);
+    if (line !== undefined) return line;
+    await new Promise((resolve) => setTimeout(resolve, 10));
+  }
+  assert.fail(`no access-log line for trace ${traceId}`);
+}
+
+/** What two servers must log alike for the same request (not times, ids or digests, which differ). */
+function loggedFacts(line: Record<string, unknown>) {
+  const { protocol, http_method, path, rpc, status, code, reason, execution_id, receipt, aborted } = line;
+  return {
+    protocol,
+    http_method,
+    path,
+    rpc,
+    status,
+    code,
+    reason,
+    execution_id: execution_id !== undefined,
+    receipt: receipt !== undefined,
+    aborted,
+  };
+}
+
+/** The RPC and execution counters of a server's /metrics (not the lean path's own, nor process metrics). */
+async function rpcCounters(server: LoggedServer): Promise<string[]> {
+  const text = await (await fetch(`${server.server.url}/metrics`)).text();
+  return text
+    .split("\n")
+    .filter((line) =>
+      /^(grpc_server_(started|handled)_total|openexec_(executions|denials|replays)_total)[{ ]/.test(line),
+    )
+    .sort();
+}
+
 describe("the lean unary path answers with connect-es's bytes", () => {
-  let lean: TestServer;
-  let connectEs: TestServer;
+  let lean: LoggedServer;
+  let connectEs: LoggedServer;
   before(async () => {
-    // Any Host, so that the Host cases reach the RPC handlers.
-    const env = { OPENEXEC_MAX_BODY_BYTES: "8192", OPENEXEC_ALLOWED_HOSTS: "*" };
+    const env = {
+      OPENEXEC_MAX_BODY_BYTES: "8192",
+      // Any Host, so that the Host cases reach the RPC handlers.
+      OPENEXEC_ALLOWED_HOSTS: "*",
+      OPENEXEC_LEDGER_THREAD: "off",
+      OPENEXEC_DRAIN_MS: "0",
+    };
     [lean, connectEs] = await Promise.all([
-      startTestServer(env),
-      startTestServer({ ...env, OPENEXEC_LEAN_UNARY: "off" }),
+      startLoggedServer(env),
+      startLoggedServer({ ...env, OPENEXEC_LEAN_UNARY: "off" }),
     ]);
   });
   after(async () => {
     await Promise.all([lean?.close(), connectEs?.close()]);
   });
 
+  let traces = 0;
   for (const c of cases()) {
     it(c.name, async () => {
       if (c.before !== undefined) {
-        for (const server of [lean, connectEs]) await send(c.transport, server.url, c.path, c.headers, c.before);
+        for (const server of [lean, connectEs]) {
+          await send(c.transport, server.server.url, c.path, c.headers, c.before);
+        }
       }
-      const taken = await leanCounts(lean);
+      const taken = await leanCounts(lean.server.url);
+      const traceId = (++traces).toString(16).padStart(32, "0");
+      const headers = { ...c.headers, traceparent: `00-${traceId}-00f067aa0ba902b7-01` };
       const [viaLean, viaConnectEs] = await Promise.all(
-        [lean, connectEs].map((server) => send(c.transport, server.url, c.path, c.headers, c.body)),
+        [lean, connectEs].map((server) => send(c.transport, server.server.url, c.path, headers, c.body)),
       );
       assert.ok(viaLean !== undefined && viaConnectEs !== undefined);
       assert.deepEqual(comparable(viaLean, c.output, c.dynamic), comparable(viaConnectEs, c.output, c.dynamic));
+      // Logged alike: protocol, RPC, status, code, reason.
+      assert.deepEqual(loggedFacts(await accessLine(lean, traceId)), loggedFacts(await accessLine(connectEs, traceId)));
       // The lean server took the request as expected (so the comparison compared the two paths).
-      const now = await leanCounts(lean);
+      const now = await leanCounts(lean.server.url);
       assert.deepEqual(
         { answered: now.answered - taken.answered, handed_over: now.handed_over - taken.handed_over },
         { answered: c.lean === "answered" ? 1 : 0, handed_over: c.lean === "handed_over" ? 1 : 0 },
@@ -581,7 +631,11 @@ describe("the lean unary path answers with connect-es's bytes", () => {
     });
   }
 
+  it("counted every RPC alike (method, protocol, code; executions, denials, replays)", async () => {
+    assert.deepEqual(await rpcCounters(lean), await rpcCounters(connectEs));
+  });
+
   it("with OPENEXEC_LEAN_UNARY=off, the lean path takes nothing", async () => {
-    assert.deepEqual(await leanCounts(connectEs), { answered: 0, handed_over: 0 });
+    assert.deepEqual(await leanCounts(connectEs.server.url), { answered: 0, handed_over: 0 });
   });
 });
