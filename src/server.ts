@@ -1,4 +1,4 @@
-import { EventEmitter } from "node:events";
+import { EventEmitter, setMaxListeners } from "node:events";
 import type { AddressInfo } from "node:net";
 import { create } from "@bufbuild/protobuf";
 import { KeyInfoSchema } from "../gen/openexec/v1/info_pb.js";
@@ -137,6 +137,9 @@ export async function startServer(
   };
 
   const shutdownSignal = new AbortController();
+  // connect-es links every call it serves to this signal (a listener per call in flight): without
+  // this, more than ten calls at once make Node print a MaxListenersExceededWarning on stderr.
+  setMaxListeners(0, shutdownSignal.signal);
   // One handler set: connect-es serves it as Connect, gRPC and gRPC-web, and
   // the REST paths are bindings onto it, through the same interceptors.
   const services = serviceImplementations({

@@ -1,5 +1,7 @@
 import assert from "node:assert/strict";
+import http2 from "node:http2";
 import { after, before, describe, it } from "node:test";
+import { gzipSync } from "node:zlib";
 import { Code, ConnectError, createClient } from "@connectrpc/connect";
 import { ExecutionService } from "../gen/openexec/v1/execution_pb.js";
 import { type LoggedServer, startLoggedServer } from "./support/captured-log.js";
@@ -213,6 +215,47 @@ describe("refusals before the method runs", () => {
         assert.match(String(line.reason), /^(field_invalid|body_malformed)$/);
       }
     } finally {
+      await logged.close();
+    }
+  });
+});
+
+describe("many calls at once through connect-es", () => {
+  it("make Node print no warning (nothing but the JSON log reaches stderr)", async () => {
+    const logged = await startLoggedServer({ OPENEXEC_LEDGER_THREAD: "off", OPENEXEC_DRAIN_MS: "0" });
+    const warnings: Error[] = [];
+    const onWarning = (warning: Error) => warnings.push(warning);
+    process.on("warning", onWarning);
+    const session = http2.connect(logged.server.url);
+    try {
+      // Compressed requests are connect-es's alone (the lean path takes plain ones): 40 in flight on one session.
+      const statuses = await Promise.all(
+        Array.from(
+          { length: 40 },
+          (_, i) =>
+            new Promise<number>((resolve, reject) => {
+              const stream = session.request({
+                ":method": "POST",
+                ":path": "/openexec.v1.ExecutionService/Execute",
+                "content-type": "application/json",
+                "content-encoding": "gzip",
+              });
+              stream.on("response", (headers) => resolve(Number(headers[":status"])));
+              stream.on("error", reject);
+              stream.resume();
+              stream.end(gzipSync(JSON.stringify({ action: "echo", payload: { i }, nonce: `many-at-once-${i}` })));
+            }),
+        ),
+      );
+      assert.deepEqual(statuses, Array(40).fill(200));
+      await new Promise((resolve) => setImmediate(resolve));
+      assert.deepEqual(
+        warnings.map((warning) => `${warning.name}: ${warning.message}`),
+        [],
+      );
+    } finally {
+      session.close();
+      process.off("warning", onWarning);
       await logged.close();
     }
   });
