@@ -114,6 +114,13 @@ describe("a client that aborts an upload is no server error", () => {
     session.destroy();
     await until(() => loud(logged).length > 0 || aborted().length > before);
     assert.deepEqual(loud(logged), []);
+    // The cut gRPC call counts once, as what the server answered its incomplete frame.
+    const metrics = await (await fetch(`${harness.server.url}/metrics`)).text();
+    const grpcExecute = metrics
+      .split("\n")
+      .filter((line) => line.startsWith("grpc_server_handled_total") && line.includes('protocol="grpc"'))
+      .map((line) => /grpc_code="(\w+)"\} (\d+)/.exec(line)?.slice(1).join(" "));
+    assert.deepEqual(grpcExecute, ["InvalidArgument 1"]);
   });
 
   it("the server keeps answering", async () => {

@@ -126,7 +126,8 @@ export function createConnectListener(options: ConnectListenerOptions): RequestL
         if (!unary) return response;
         const reached = contextValues.get(handlerReachedKey);
         return refusalsWithReasons(response, contextValues.get(decodingRefusalKey), reached, (error) => {
-          // The chain never saw a request refused while connect-es decoded it: count and log it here.
+          // The chain never saw a request refused while connect-es decoded it: count and log it here,
+          // with what connect-es answered (whether or not the client is still there to read it).
           if (!reached) options.unreached?.(handler.method, universalRequest.header, contextValues, error, started);
         });
       })
