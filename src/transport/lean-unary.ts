@@ -26,7 +26,7 @@ import type { Logger } from "../log/logger.js";
 import { accessRecordKey, accessRecordOf } from "../observability/access-log.js";
 import type { NodeResponse } from "./http-errors.js";
 import { clientWentAway } from "./http-server.js";
-import type { NodeRequest } from "./request-body.js";
+import { type NodeRequest, webHeadersOf } from "./request-body.js";
 import { binaryRefusal } from "./strict-decoding.js";
 
 /** Hands a request the lean path took but will not answer to connect-es, with the body bytes it already read. */
@@ -158,7 +158,7 @@ export function createLeanUnary(options: LeanUnaryOptions) {
   ): Promise<void> {
     const grpc = wire === "grpc";
     const binary = wire !== "connect-json";
-    const header = requestHeaders(req);
+    const header = webHeadersOf(req);
     const compression = compressionNegotiate(
       [...options.compressions],
       null,
@@ -322,17 +322,6 @@ async function frame(message: Uint8Array, compression: Compression | null, compr
   framed.writeUInt32BE(data.byteLength, 1);
   framed.set(data, 5);
   return framed;
-}
-
-/** connect-es's view of the request headers (pseudo-headers dropped). */
-function requestHeaders(req: NodeRequest): Headers {
-  const header = new Headers();
-  for (const [name, value] of Object.entries(req.headers)) {
-    if (name.startsWith(":") || value === undefined) continue;
-    if (typeof value === "string") header.append(name, value);
-    else for (const one of value) header.append(name, one);
-  }
-  return header;
 }
 
 /** Headers as node's writeHead takes them, as connect-node passes them (set-cookie as a list). */

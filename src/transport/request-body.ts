@@ -29,3 +29,14 @@ export function isJsonContentType(contentType: string | undefined): boolean {
   const type = contentType.split(";")[0]?.trim().toLowerCase() ?? "";
   return type === "application/json" || (type.startsWith("application/") && type.endsWith("+json"));
 }
+
+/** The request's headers as the RPC chain sees them (connect-node's view: pseudo-headers dropped, repeats kept). */
+export function webHeadersOf(req: NodeRequest): Headers {
+  const header = new Headers();
+  for (const [name, value] of Object.entries(req.headers)) {
+    if (name.startsWith(":") || value === undefined) continue;
+    if (typeof value === "string") header.append(name, value);
+    else for (const one of value) header.append(name, one);
+  }
+  return header;
+}

@@ -12,7 +12,7 @@ import { restCallKey } from "../observability/rpc-observer.js";
 import { type NodeResponse, writeConnectError, writeJson, writeRejection, writeText } from "./http-errors.js";
 import { clientWentAway } from "./http-server.js";
 import { serveLogTile } from "./log-tiles.js";
-import { isJsonContentType, type NodeRequest, readBody } from "./request-body.js";
+import { isJsonContentType, type NodeRequest, readBody, webHeadersOf } from "./request-body.js";
 import { type RestBinding, restBindings } from "./rest-bindings.js";
 
 export interface RestDependencies {
@@ -72,10 +72,7 @@ async function serveBinding(binding: RestBinding, req: NodeRequest, res: NodeRes
     if (!isRejection(error)) throw error;
     contextValues.set(decodingRefusalKey, error);
   }
-  const header = new Headers();
-  for (const [name, value] of Object.entries(req.headers)) {
-    if (typeof value === "string" && !name.startsWith(":")) header.set(name, value);
-  }
+  const header = webHeadersOf(req);
   let answer: ReturnType<RestBinding["render"]>;
   try {
     const response = await deps.call(binding.method, message, {
