@@ -237,6 +237,27 @@ function cases(): Case[] {
         headers: { ...headers, ...c.headers },
       });
     const nonce = () => `lean-${wire}-${seq++}`;
+    /** A GetVersion in an encoding the lean path leaves to connect-es. */
+    const versionUntaken = (name: string, contentType: string, body: Uint8Array) =>
+      add({
+        name,
+        path: version,
+        headers: { "content-type": contentType },
+        body,
+        output: GetVersionResponseSchema,
+        dynamic: false,
+        lean: "untaken",
+      });
+    /** A new echo execution, answered with an execution (ids and digests differ between the servers). */
+    const echo = (name: string, payload: Record<string, JsonValue>, extra: Record<string, string> = {}) =>
+      add({
+        name,
+        path: execute,
+        headers: extra,
+        body: executeBody({ action: "echo", payload, nonce: nonce() }),
+        output: ExecuteResponseSchema,
+        dynamic: true,
+      });
 
     add({
       name: "Execute",
@@ -270,22 +291,16 @@ function cases(): Case[] {
       output: ExecuteResponseSchema,
       dynamic: true,
     });
-    add({
-      name: "Execute, a large answer to a client that accepts gzip",
-      path: execute,
-      headers: wire === "grpc" ? { "grpc-accept-encoding": "gzip" } : { "accept-encoding": "br, gzip" },
-      body: executeBody({ action: "echo", payload: { msg: "x".repeat(2000) }, nonce: nonce() }),
-      output: ExecuteResponseSchema,
-      dynamic: true,
-    });
-    add({
-      name: "Execute, a small answer to a client that accepts gzip",
-      path: execute,
-      headers: wire === "grpc" ? { "grpc-accept-encoding": "identity, gzip" } : { "accept-encoding": "gzip" },
-      body: executeBody({ action: "echo", payload: {}, nonce: nonce() }),
-      output: ExecuteResponseSchema,
-      dynamic: true,
-    });
+    echo(
+      "Execute, a large answer to a client that accepts gzip",
+      { msg: "x".repeat(2000) },
+      wire === "grpc" ? { "grpc-accept-encoding": "gzip" } : { "accept-encoding": "br, gzip" },
+    );
+    echo(
+      "Execute, a small answer to a client that accepts gzip",
+      {},
+      wire === "grpc" ? { "grpc-accept-encoding": "identity, gzip" } : { "accept-encoding": "gzip" },
+    );
     add({
       name: "GetVersion",
       path: version,
@@ -347,25 +362,18 @@ function cases(): Case[] {
       output: ExecuteResponseSchema,
       dynamic: true,
     });
-    add({
-      name: "an explicit identity encoding, and an answer encoding the server lacks",
-      path: execute,
-      headers:
-        wire === "grpc"
-          ? { "grpc-encoding": "identity", "grpc-accept-encoding": "deflate, snappy" }
-          : { "content-encoding": "identity", "accept-encoding": "deflate" },
-      body: executeBody({ action: "echo", payload: { msg: "z".repeat(1500) }, nonce: nonce() }),
-      output: ExecuteResponseSchema,
-      dynamic: true,
-    });
-    add({
-      name: "a large answer to a client that accepts br only",
-      path: execute,
-      headers: wire === "grpc" ? { "grpc-accept-encoding": "br" } : { "accept-encoding": "br" },
-      body: executeBody({ action: "echo", payload: { msg: "b".repeat(1500) }, nonce: nonce() }),
-      output: ExecuteResponseSchema,
-      dynamic: true,
-    });
+    echo(
+      "an explicit identity encoding, and an answer encoding the server lacks",
+      { msg: "z".repeat(1500) },
+      wire === "grpc"
+        ? { "grpc-encoding": "identity", "grpc-accept-encoding": "deflate, snappy" }
+        : { "content-encoding": "identity", "accept-encoding": "deflate" },
+    );
+    echo(
+      "a large answer to a client that accepts br only",
+      { msg: "b".repeat(1500) },
+      wire === "grpc" ? { "grpc-accept-encoding": "br" } : { "accept-encoding": "br" },
+    );
     add({
       name: "a deadline already past",
       path: version,
@@ -426,35 +434,11 @@ function cases(): Case[] {
         dynamic: false,
         lean: "handed_over",
       });
-      add({
-        name: "gRPC-web over HTTP/1.1",
-        path: version,
-        headers: { "content-type": "application/grpc-web+proto" },
-        body: envelope(new Uint8Array()),
-        output: GetVersionResponseSchema,
-        dynamic: false,
-        lean: "untaken",
-      });
+      versionUntaken("gRPC-web over HTTP/1.1", "application/grpc-web+proto", envelope(new Uint8Array()));
     }
     if (wire === "grpc") {
-      add({
-        name: "gRPC with JSON",
-        path: version,
-        headers: { "content-type": "application/grpc+json" },
-        body: envelope(Buffer.from("{}")),
-        output: GetVersionResponseSchema,
-        dynamic: false,
-        lean: "untaken",
-      });
-      add({
-        name: "gRPC-web over h2c",
-        path: version,
-        headers: { "content-type": "application/grpc-web+proto" },
-        body: envelope(new Uint8Array()),
-        output: GetVersionResponseSchema,
-        dynamic: false,
-        lean: "untaken",
-      });
+      versionUntaken("gRPC with JSON", "application/grpc+json", envelope(Buffer.from("{}")));
+      versionUntaken("gRPC-web over h2c", "application/grpc-web+proto", envelope(new Uint8Array()));
     }
     if (binary) {
       add({

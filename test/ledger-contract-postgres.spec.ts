@@ -1,11 +1,12 @@
 import assert from "node:assert/strict";
 import { createHash, generateKeyPairSync } from "node:crypto";
 import { describe, it } from "node:test";
+import type { LedgerStorage } from "../src/ledger/ports.js";
 import { openPostgresStorage, type PostgresConnectionOptions } from "../src/ledger/postgres-storage.js";
 import { LedgerRecorder, type LedgerWrite } from "../src/ledger/recorder.js";
 import { loadReceiptKey } from "../src/receipts/receipt-key.js";
 import { ledgerContract } from "./ledger-contract.js";
-import { adminQuery, freshSchema, postgresSkipReason } from "./support/postgres.js";
+import { adminQuery, freshSchema, type PostgresSchema, postgresSkipReason } from "./support/postgres.js";
 import { scratchDir } from "./support/test-server.js";
 
 const skip = await postgresSkipReason();
@@ -38,14 +39,24 @@ ledgerContract(
   { skip },
 );
 
+/** A ledger of its own in a fresh schema for `work`, closed and dropped after. */
+async function withStorage(work: (storage: LedgerStorage, schema: PostgresSchema) => Promise<void>): Promise<void> {
+  const schema = await freshSchema();
+  const storage = await openPostgresStorage(
+    { url: schema.url, poolSize: 2, statementTimeoutMs: 5000, connectTimeoutMs: 5000 },
+    identity,
+  );
+  try {
+    await work(storage, schema);
+  } finally {
+    await storage.close();
+    await schema.drop();
+  }
+}
+
 describe("PostgreSQL: statements sent ahead of COMMIT (pipelined)", { skip }, () => {
   it("a failing append of the log commits nothing, fails every write with its cause, and leaves no gap", async () => {
-    const schema = await freshSchema();
-    const storage = await openPostgresStorage(
-      { url: schema.url, poolSize: 2, statementTimeoutMs: 5000, connectTimeoutMs: 5000 },
-      identity,
-    );
-    try {
+    await withStorage(async (storage, schema) => {
       const { privateKey } = generateKeyPairSync("ed25519");
       const dir = scratchDir("openexec-pipeline-");
       const key = loadReceiptKey(privateKey.export({ format: "pem", type: "pkcs8" }).toString(), `${dir.path}/k.pem`);
@@ -88,18 +99,10 @@ describe("PostgreSQL: statements sent ahead of COMMIT (pipelined)", { skip }, ()
       const [committed] = await recorder.commit(storage, [record("c")]);
       assert.ok(committed?.ok);
       assert.deepEqual(await adminQuery(schema.url, "SELECT leaf_index::int AS idx FROM log_leaves"), [{ idx: 0 }]);
-    } finally {
-      await storage.close();
-      await schema.drop();
-    }
+    });
   });
   it("a statement node-postgres fails without sending it (a value it cannot bind) commits nothing", async () => {
-    const schema = await freshSchema();
-    const storage = await openPostgresStorage(
-      { url: schema.url, poolSize: 2, statementTimeoutMs: 5000, connectTimeoutMs: 5000 },
-      identity,
-    );
-    try {
+    await withStorage(async (storage, schema) => {
       const unbindable = {
         toPostgres() {
           throw new Error("cannot bind this value");
@@ -115,9 +118,6 @@ describe("PostgreSQL: statements sent ahead of COMMIT (pipelined)", { skip }, ()
       );
       assert.deepEqual(await adminQuery(schema.url, "SELECT key FROM counters"), []);
       assert.deepEqual(await adminQuery(schema.url, "SELECT size::int AS size FROM log_state"), [{ size: 0 }]);
-    } finally {
-      await storage.close();
-      await schema.drop();
-    }
+    });
   });
 });

@@ -1,9 +1,12 @@
 import type { DescMethod } from "@bufbuild/protobuf";
 import { Code, ConnectError, type ContextValues, createContextKey, type HandlerContext } from "@connectrpc/connect";
 
+/** What a call's context is made of: the call, how it arrived, and what ends it. */
 export interface CallContextInit {
   readonly method: DescMethod;
+  /** As handlers see it in `context.protocolName`: "rest", "connect", "grpc". */
   readonly protocolName: string;
+  /** "GET" or "POST", as the HTTP request had it. */
   readonly requestMethod: string;
   readonly url: string;
   readonly requestHeader: Headers;
@@ -14,6 +17,7 @@ export interface CallContextInit {
   readonly onClientGone?: (listener: () => void) => () => void;
   /** The server's shutdown. */
   readonly shutdownSignal?: AbortSignal;
+  /** What the response headers and trailers start as (the protocol's own, e.g. its content type). */
   readonly responseHeader?: Record<string, string>;
   readonly responseTrailer?: Record<string, string>;
 }

@@ -1,27 +1,14 @@
 import { create, type DescMessage, type DescMethodUnary, type MessageShape } from "@bufbuild/protobuf";
-import type { ContextValues, Interceptor, UnaryRequest, UnaryResponse } from "@connectrpc/connect";
-import { type CallContext, callContextKey, createCallContext } from "./call-context.js";
+import type { Interceptor, UnaryRequest, UnaryResponse } from "@connectrpc/connect";
+import { type CallContext, type CallContextInit, callContextKey, createCallContext } from "./call-context.js";
 import type { ServedService } from "./routes.js";
 
-/** How a unary call arrived, for the callers other than connect-es (the REST bindings, the lean unary path). */
-export interface UnaryCallInit {
-  /** "GET" or "POST", as the HTTP request had it. */
-  readonly requestMethod: string;
-  readonly url: string;
-  readonly header: Headers;
-  readonly contextValues: ContextValues;
-  /** The protocol's name, as handlers see it in `context.protocolName` ("rest", "connect", "grpc"). */
-  readonly protocolName: string;
-  /** The deadline the client sent, if any. */
-  readonly timeoutMs?: number;
-  /** Subscribes to the client going away; the call's signal fires then (only if a handler asks for it). */
-  readonly onClientGone?: (listener: () => void) => () => void;
-  /** The server's shutdown, which fires the call's signal too. */
-  readonly shutdownSignal?: AbortSignal;
-  /** What the response headers and trailers start as (the protocol's own, e.g. its content type). */
-  readonly responseHeader?: Record<string, string>;
-  readonly responseTrailer?: Record<string, string>;
-}
+/**
+ * How a unary call arrived, for the callers other than connect-es (the REST
+ * bindings, the lean unary path): the call context's facts (call-context.ts),
+ * with the request's headers as `header`.
+ */
+export type UnaryCallInit = Omit<CallContextInit, "method" | "requestHeader"> & { readonly header: Headers };
 
 export type UnaryCaller = <I extends DescMessage, O extends DescMessage>(
   method: DescMethodUnary<I, O>,
@@ -70,19 +57,7 @@ export function createUnaryCaller(
   ): Promise<UnaryResponse<I, O>> => {
     const chain = chains.get(`${method.parent.typeName}/${method.name}`);
     if (chain === undefined) throw new Error(`no implementation of ${method.parent.typeName}/${method.name}`);
-    const context = createCallContext({
-      method,
-      protocolName: init.protocolName,
-      requestMethod: init.requestMethod,
-      url: init.url,
-      requestHeader: init.header,
-      contextValues: init.contextValues,
-      ...(init.timeoutMs === undefined ? {} : { timeoutMs: init.timeoutMs }),
-      ...(init.onClientGone === undefined ? {} : { onClientGone: init.onClientGone }),
-      ...(init.shutdownSignal === undefined ? {} : { shutdownSignal: init.shutdownSignal }),
-      ...(init.responseHeader === undefined ? {} : { responseHeader: init.responseHeader }),
-      ...(init.responseTrailer === undefined ? {} : { responseTrailer: init.responseTrailer }),
-    });
+    const context = createCallContext({ ...init, method, requestHeader: init.header });
     init.contextValues.set(callContextKey, context);
     try {
       const response = (await chain({
