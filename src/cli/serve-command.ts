@@ -41,11 +41,23 @@ Environment (all optional; see docs/CONFIGURATION.md):
                                when bound to loopback, any otherwise)
   OPENEXEC_RECEIPT_KEY         PEM Ed25519 private key that signs receipts (default: generated
                                beside the ledger as <db>.receipt-key.pem)
+  OPENEXEC_RECEIPT_KEY_FILE    a file holding that key instead (one of the two is required with PostgreSQL)
   OPENEXEC_LOG_ORIGIN          the transparency log's name (default openexec/<receipt key id>)
+  OPENEXEC_PG_POOL_SIZE        PostgreSQL connections per replica (default 10)
+  OPENEXEC_PG_STATEMENT_TIMEOUT_MS / OPENEXEC_PG_CONNECT_TIMEOUT_MS   (default 5000 each)
+  OPENEXEC_IN_PROGRESS_WAIT_MS how long a duplicate waits for a run elsewhere (default handler timeout + 1 s)
+  OPENEXEC_METRICS_PORT        serve /metrics on this port instead of the main one
+  OPENEXEC_ACCESS_LOG          on (default) or off: one JSON line per request
+  OPENEXEC_CORS_ORIGINS        browser origins allowed, comma-separated (default none)
+  OPENEXEC_LEAN_UNARY          on (default) or off: the lean path for plain unary Connect and gRPC calls
 `;
 
-/** `openexec serve`: runs until SIGTERM or SIGINT, then drains and exits 0; a second signal stops at once. */
-export async function serveCommand(args: string[]): Promise<number> {
+/**
+ * `openexec serve`: runs until SIGTERM or SIGINT, then drains and exits 0; a
+ * second signal stops at once. `actions` is the sealed registry it serves
+ * (the built-in actions; tests add their own).
+ */
+export async function serveCommand(args: string[], actions = createBuiltinRegistry()): Promise<number> {
   const { values } = parseArgs({
     args,
     options: { host: { type: "string" }, port: { type: "string" }, help: { type: "boolean", short: "h" } },
@@ -55,7 +67,6 @@ export async function serveCommand(args: string[]): Promise<number> {
     process.stdout.write(serveHelp);
     return 0;
   }
-  const actions = createBuiltinRegistry();
   let config: ReturnType<typeof loadServerConfig>;
   try {
     config = loadServerConfig(process.env, { host: values.host, port: values.port }, actions.names());

@@ -756,6 +756,17 @@ export async function openPostgresStorage(
   }
 }
 
+/** The ledger's schema version, which must be this build's (no migrations run for readers and operators). */
+async function currentSchemaVersion(pool: pg.Pool, use: "reads" | "controls"): Promise<number> {
+  const version = await schemaVersionOf(pool);
+  if (version !== latestPostgresSchemaVersion) {
+    throw new SchemaTooNewError(
+      `the ledger has schema version ${version}; this build ${use} version ${latestPostgresSchemaVersion}`,
+    );
+  }
+  return version;
+}
+
 /**
  * Opens an existing ledger to read (audit, export) while replicas keep
  * writing: no migrations, only this build's schema, and every read in one
@@ -765,12 +776,7 @@ export async function openPostgresStorage(
 export async function openPostgresStorageReadOnly(options: PostgresConnectionOptions): Promise<PostgresStorage> {
   const pool = poolOf(options);
   try {
-    const version = await schemaVersionOf(pool);
-    if (version !== latestPostgresSchemaVersion) {
-      throw new SchemaTooNewError(
-        `the ledger has schema version ${version}; this build reads version ${latestPostgresSchemaVersion}`,
-      );
-    }
+    const version = await currentSchemaVersion(pool, "reads");
     const snapshot = await pool.connect();
     // Checked out for the whole run: a lost connection fails the next read, never the process.
     snapshot.on("error", () => undefined);
@@ -795,12 +801,7 @@ export async function openPostgresStorageReadOnly(options: PostgresConnectionOpt
 export async function openPostgresStorageForControl(options: PostgresConnectionOptions): Promise<PostgresStorage> {
   const pool = poolOf(options);
   try {
-    const version = await schemaVersionOf(pool);
-    if (version !== latestPostgresSchemaVersion) {
-      throw new SchemaTooNewError(
-        `the ledger has schema version ${version}; this build controls version ${latestPostgresSchemaVersion}`,
-      );
-    }
+    const version = await currentSchemaVersion(pool, "controls");
     return new PostgresStorage(pool, version, options);
   } catch (error) {
     await pool.end().catch(() => undefined);

@@ -4,15 +4,13 @@
  * sleeps `payload.ms` and returns {"ok": true}. Its nonce is reserved before
  * it runs, so a replica killed meanwhile leaves a pending row behind.
  * Run as `node --import tsx test/support/replica-main.ts`; configured by the
- * environment only; prints "listening on URL" to stderr like `openexec serve`.
+ * environment only (OPENEXEC_PORT for the port); it is `openexec serve` itself.
  */
 import type { Action } from "../../src/actions/action.js";
 import { ActionInputError } from "../../src/actions/action.js";
 import { builtinActions } from "../../src/actions/builtin.js";
 import { ActionRegistry } from "../../src/actions/registry.js";
-import { ConfigError, loadServerConfig } from "../../src/config/server-config.js";
-import { createLogger } from "../../src/log/logger.js";
-import { startServer } from "../../src/server.js";
+import { serveCommand } from "../../src/cli/serve-command.js";
 
 const slowAction: Action<{ ms: number }> = {
   name: "test.slow",
@@ -35,40 +33,13 @@ const slowAction: Action<{ ms: number }> = {
   },
 };
 
-async function main(): Promise<number> {
-  const actions = new ActionRegistry();
-  for (const action of [...builtinActions, slowAction]) actions.register(action);
-  actions.seal();
-  let config: ReturnType<typeof loadServerConfig>;
-  try {
-    config = loadServerConfig(
-      process.env,
-      { host: "127.0.0.1", port: process.env.OPENEXEC_PORT ?? "0" },
-      actions.names(),
-    );
-  } catch (error) {
-    if (error instanceof ConfigError) {
-      process.stderr.write(`openexec: ${error.message}\n`);
-      return 2;
-    }
-    throw error;
-  }
-  const logger = createLogger(config.logLevel);
-  let server: Awaited<ReturnType<typeof startServer>>;
-  try {
-    server = await startServer(config, logger, actions);
-  } catch (error) {
-    process.stderr.write(`openexec: ${error instanceof Error ? error.message : String(error)}\n`);
-    return 1;
-  }
-  process.stderr.write(`openexec replica listening on ${server.url}\n`);
-  await new Promise<void>((resolve) => {
-    process.once("SIGTERM", () => resolve());
-    process.once("SIGINT", () => resolve());
-  });
-  await server.shutdown();
-  logger.flush();
-  return 0;
+const actions = new ActionRegistry();
+for (const action of [...builtinActions, slowAction]) actions.register(action);
+actions.seal();
+try {
+  process.exitCode = await serveCommand(["--host", "127.0.0.1", "--port", process.env.OPENEXEC_PORT ?? "0"], actions);
+} catch (error) {
+  // As bin/openexec reports a start-up failure: one line, exit 1.
+  process.stderr.write(`openexec: ${error instanceof Error ? error.message : String(error)}\n`);
+  process.exitCode = 1;
 }
-
-process.exitCode = await main();
