@@ -4,11 +4,9 @@ import { readFileSync } from "node:fs";
 import http from "node:http";
 import { describe, it } from "node:test";
 import { Health, HealthCheckResponse_ServingStatus as ServingStatus } from "../gen/grpc/health/v1/health_pb.js";
-import type { Action } from "../src/actions/action.js";
-import { builtinActions } from "../src/actions/builtin.js";
-import { ActionRegistry } from "../src/actions/registry.js";
 import { packageRoot } from "../src/version.js";
 import { type AnyJson, clientFor, getJson, postJson } from "./support/clients.js";
+import { gatedActions } from "./support/gated-action.js";
 import { scratchDir, spawnServer, startTestServer } from "./support/test-server.js";
 
 /** Polls `probe` until it answers true (no deadline: the test's own timeout bounds it). */
@@ -88,28 +86,8 @@ describe("drain", () => {
   });
 
   it("after the drain period: the port refuses connections, new executions are refused with draining, in-flight ones finish", async () => {
-    let release: () => void = () => {};
-    const gate = new Promise<void>((resolve) => {
-      release = resolve;
-    });
-    let started: () => void = () => {};
-    const running = new Promise<void>((resolve) => {
-      started = resolve;
-    });
-    const waiting: Action<unknown> = {
-      name: "test.wait",
-      effects: "external",
-      summary: "waits for the test",
-      parseInput: (p) => p,
-      run: async () => {
-        started();
-        await gate;
-        return { kind: "result", result: { done: true } };
-      },
-    };
-    const registry = new ActionRegistry();
-    for (const action of [...builtinActions, waiting]) registry.register(action);
-    const server = await startTestServer({ OPENEXEC_DRAIN_MS: "300" }, { actions: registry.seal() });
+    const { registry, running, release } = gatedActions();
+    const server = await startTestServer({ OPENEXEC_DRAIN_MS: "300" }, { actions: registry });
     try {
       const inflight = postJson(`${server.url}/execute`, { action: "test.wait", payload: {}, nonce: "wait-1" });
       await running;

@@ -9,6 +9,7 @@ import { echoAction } from "../src/actions/echo.js";
 import { ActionRegistry } from "../src/actions/registry.js";
 import { ConfigError, loadServerConfig } from "../src/config/server-config.js";
 import { type AnyJson, getJson, postJson } from "./support/clients.js";
+import { gatedActions } from "./support/gated-action.js";
 import { runCli, scratchDir, spawnServer, startTestServer } from "./support/test-server.js";
 
 const names = builtinActions.map((a) => a.name);
@@ -227,25 +228,10 @@ describe("graceful shutdown", () => {
   });
 
   it("drains: in-flight executions finish, /ready is 503 meanwhile, new executions are refused", async () => {
-    let release: () => void = () => {};
-    const gate = new Promise<void>((resolve) => {
-      release = resolve;
-    });
-    const waiting: Action<unknown> = {
-      name: "test.wait",
-      effects: "external",
-      summary: "waits for the test",
-      parseInput: (p) => p,
-      run: async () => {
-        await gate;
-        return { kind: "result", result: { done: true } };
-      },
-    };
-    const registry = new ActionRegistry();
-    for (const action of [...builtinActions, waiting]) registry.register(action);
-    const server = await startTestServer({}, { actions: registry.seal() });
+    const { registry, running, release } = gatedActions();
+    const server = await startTestServer({}, { actions: registry });
     const inflight = postJson(`${server.url}/execute`, { action: "test.wait", payload: {}, nonce: "drain-1" });
-    await new Promise((resolve) => setTimeout(resolve, 100));
+    await running;
     // A second connection, opened before the drain starts, keeps asking during it.
     const agent = new http.Agent({ keepAlive: true, maxSockets: 1 });
     const readyBefore = await request(agent, `${server.url}/ready`);
