@@ -1,6 +1,6 @@
 import assert from "node:assert/strict";
 import { after, before, describe, it } from "node:test";
-import type { Action } from "../src/actions/action.js";
+import { type Action, anyObjectSchema } from "../src/actions/action.js";
 import { builtinActions } from "../src/actions/builtin.js";
 import { ActionRegistry } from "../src/actions/registry.js";
 import { canonicalJsonDigest } from "../src/json/canonical-digest.js";
@@ -14,6 +14,7 @@ const slowAction: Action<{ ms: number }> = {
   name: "test.slow",
   effects: "external",
   summary: "waits",
+  inputSchema: anyObjectSchema,
   parseInput: (p) => ({ ms: typeof p.ms === "number" ? p.ms : 200 }),
   run: async ({ ms }, context) => {
     slowRuns++;
@@ -26,6 +27,7 @@ const throwingAction: Action<unknown> = {
   name: "test.throw",
   effects: "external",
   summary: "throws",
+  inputSchema: anyObjectSchema,
   parseInput: (p) => p,
   run: () => {
     throwRuns++;
@@ -36,6 +38,7 @@ const hangingAction: Action<unknown> = {
   name: "test.hang",
   effects: "external",
   summary: "never returns",
+  inputSchema: anyObjectSchema,
   parseInput: (p) => p,
   run: () => new Promise(() => {}),
 };
@@ -45,6 +48,7 @@ const countingLedgerAction: Action<unknown> = {
   name: "test.ledger_count",
   effects: "ledger",
   summary: "counts its runs",
+  inputSchema: anyObjectSchema,
   parseInput: (p) => p,
   run: async () => {
     ledgerRuns++;
@@ -56,6 +60,7 @@ const badResultAction: Action<{ kind: unknown }> = {
   name: "test.bad_result",
   effects: "external",
   summary: "returns a value JSON cannot carry",
+  inputSchema: anyObjectSchema,
   parseInput: (p) => ({ kind: p.kind }),
   run: ({ kind }) => {
     if (kind === "cycle") {

@@ -3,7 +3,7 @@ import { writeFileSync } from "node:fs";
 import http from "node:http";
 import { join } from "node:path";
 import { describe, it } from "node:test";
-import type { Action } from "../src/actions/action.js";
+import { type Action, anyObjectSchema } from "../src/actions/action.js";
 import { builtinActions } from "../src/actions/builtin.js";
 import { echoAction } from "../src/actions/echo.js";
 import { ActionRegistry } from "../src/actions/registry.js";
@@ -161,6 +161,7 @@ describe("the action registry", () => {
       name: "late",
       effects: "ledger",
       summary: "",
+      inputSchema: anyObjectSchema,
       parseInput: (p) => p,
       run: () => ({ kind: "result", result: 1 }),
     };

@@ -6,12 +6,25 @@ import type { JsonObject, JsonValue } from "@bufbuild/protobuf";
  * clock or a random source, so a replay can be explained from the ledger.
  */
 export interface ExecutionContext {
+  /**
+   * The execution's id (a UUIDv7), the same in its receipt. An external
+   * action passes it to the system it acts on as that system's idempotency
+   * key: OpenExec runs a handler at most once per nonce, and the key makes
+   * the far side apply its effect at most once as well (docs/ACTIONS.md).
+   */
   readonly executionId: string;
   readonly nonce: string;
   readonly tenantId: string;
   /** Fixed for the execution: the moment its nonce was reserved. */
   readonly logicalTime: Date;
-  /** Aborted when the handler's time limit passes or the server stops. */
+  /**
+   * Aborted when the handler's time limit passes, the server stops, or this
+   * process loses the execution's lease (another replica has recorded it as
+   * interrupted). An external action checks it right before its effect, and
+   * passes it on to what it calls (fetch, database drivers), so that a
+   * paused or partitioned replica does not act for an execution it no longer
+   * owns.
+   */
   readonly signal: AbortSignal;
 }
 
@@ -27,6 +40,16 @@ export type ActionEffect =
   | { readonly kind: "result"; readonly result: JsonValue }
   /** Add `delta` to the tenant's integer counter `key`; the result is {"key": key, "value": new total}. */
   | { readonly kind: "counter_add"; readonly key: string; readonly delta: number };
+
+/**
+ * Where a handler's effects land. "ledger": every effect of the handler is
+ * what it returns (it computes, and touches nothing outside); the executor
+ * may then run it before the reservation and commit nonce, effect and receipt
+ * in one transaction. "external": it acts on the world (files, networks,
+ * devices); the nonce is durably reserved before it runs, and a crash mid-run
+ * leaves the execution interrupted, never re-run.
+ */
+export type ActionEffects = "ledger" | "external";
 
 /**
  * A string fixed in the source: a literal, or a template of literals and
@@ -54,29 +77,34 @@ export class ActionInputError extends Error {
     return new ActionInputError(message);
   }
 
-  /** Used by expectOnlyKeys: names the fields the action allows, never the one it got. */
-  static unexpectedField<const K extends string>(allowed: readonly FixedText<K>[]): ActionInputError {
-    return new ActionInputError(`unexpected field; expected only ${allowed.join(", ")}`);
+  /** A message composed by OpenExec from a schema's issues (src/actions/input-issues.ts), never from the payload. */
+  static fromSchema(message: string): ActionInputError {
+    return new ActionInputError(message);
   }
 }
 
-/** A statically defined handler. */
+/** A JSON Schema (2020-12) document, as published in the action catalogue. */
+export type JsonSchema = JsonObject;
+
+/**
+ * A statically defined handler, as the executor runs it. Operators write
+ * actions with defineAction (src/actions/define-action.ts), which builds
+ * this from a schema; the executor sees only this shape.
+ */
 export interface Action<Input> {
   /** Matches actionNamePattern. */
   readonly name: string;
-  /**
-   * "ledger": every effect of the handler is its returned ActionEffect (it
-   * computes, and touches nothing outside); the executor may then run it
-   * before the reservation and commit nonce, effect and receipt in one
-   * transaction. "external": it acts on the world (files, networks,
-   * devices); the nonce is durably reserved before it runs, and a crash
-   * mid-run leaves the execution interrupted, never re-run.
-   */
-  readonly effects: "ledger" | "external";
-  /** One line for `/health` readers and `--help`. */
+  readonly effects: ActionEffects;
+  /** One line for `/health`, `GET /actions` and `--help`. */
   readonly summary: string;
-  /** Validates and narrows the payload; throws ActionInputError on anything unexpected. */
-  parseInput(payload: JsonObject): Input;
+  /** What the payload may be: published in the catalogue, and what parseInput enforces. */
+  readonly inputSchema: JsonSchema;
+  /** What a result is, when the action declares it (results are then checked against it). */
+  readonly outputSchema?: JsonSchema;
+  /** The handler's own time limit; OPENEXEC_HANDLER_TIMEOUT_MS when absent. */
+  readonly timeoutMs?: number;
+  /** Validates and narrows the payload; throws (or rejects with) ActionInputError on anything unexpected. */
+  parseInput(payload: JsonObject): Input | Promise<Input>;
   run(input: Input, context: ExecutionContext): ActionEffect | Promise<ActionEffect>;
 }
 
@@ -87,16 +115,16 @@ export type AnyAction = Action<any>;
 export const actionNamePattern = /^[a-z][a-z0-9_]*(?:\.[a-z][a-z0-9_]*)*$/;
 export const actionNameMaxLength = 64;
 
+/** The longest time limit an action may declare: one hour, the longest lease (OPENEXEC_LEASE_MS). */
+export const actionTimeoutMaxMs = 3_600_000;
+
 export function isValidActionName(name: string): boolean {
   return name.length <= actionNameMaxLength && actionNamePattern.test(name);
 }
 
-/**
- * Refuses members other than `allowed`: handlers reject what they do not
- * expect. The message names the allowed fields, never the unexpected one.
- */
-export function expectOnlyKeys<const K extends string>(payload: JsonObject, allowed: readonly FixedText<K>[]): void {
-  for (const key of Object.keys(payload)) {
-    if (!(allowed as readonly string[]).includes(key)) throw ActionInputError.unexpectedField(allowed);
-  }
-}
+/** The input schema of an action that takes any JSON object (hand-written test actions). */
+export const anyObjectSchema: JsonSchema = {
+  $schema: "https://json-schema.org/draft/2020-12/schema",
+  type: "object",
+  additionalProperties: {},
+};

@@ -4,12 +4,10 @@ import { counterAddAction } from "./counter-add.js";
 import { echoAction } from "./echo.js";
 import { ActionRegistry } from "./registry.js";
 
-/** Every action this build ships. Adding one means adding it here, in source. */
+/** The demo actions `openexec serve` ships. An operator's own program serves its own (docs/ACTIONS.md). */
 export const builtinActions: readonly AnyAction[] = [echoAction, addAction, counterAddAction];
 
 /** A sealed registry of the built-in actions. */
 export function createBuiltinRegistry(): ActionRegistry {
-  const registry = new ActionRegistry();
-  for (const action of builtinActions) registry.register(action);
-  return registry.seal();
+  return ActionRegistry.of(builtinActions);
 }

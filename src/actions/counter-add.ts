@@ -1,10 +1,5 @@
-import type { Action } from "./action.js";
-import { ActionInputError, expectOnlyKeys } from "./action.js";
-
-interface CounterAddInput {
-  readonly key: string;
-  readonly delta: number;
-}
+import { defineAction, LedgerEffect } from "./define-action.js";
+import { z } from "./zod.js";
 
 const maxKeyLength = 128;
 
@@ -13,24 +8,13 @@ const maxKeyLength = 128;
  * counter lives in the ledger and is updated in the execution's own commit, so
  * each execution applies its delta exactly once however often it is replayed.
  */
-export const counterAddAction: Action<CounterAddInput> = {
+export const counterAddAction = defineAction({
   name: "counter.add",
   effects: "ledger",
   summary: 'adds to a durable counter: {"key": "k", "delta": 1} gives {"key": "k", "value": total}',
-  parseInput(payload) {
-    expectOnlyKeys(payload, ["key", "delta"]);
-    const { key, delta } = payload;
-    if (typeof key !== "string" || key.length === 0 || key.length > maxKeyLength) {
-      throw ActionInputError.because(`"key" must be a string of 1-${maxKeyLength} characters`);
-    }
-    if (typeof delta !== "number" || !Number.isSafeInteger(delta)) {
-      throw ActionInputError.because('"delta" must be an integer between -(2^53-1) and 2^53-1');
-    }
-    return { key, delta };
-  },
-  run: ({ key, delta }) => ({
-    kind: "counter_add",
-    key,
-    delta,
+  input: z.strictObject({
+    key: z.string().min(1).max(maxKeyLength),
+    delta: z.int(),
   }),
-};
+  run: ({ key, delta }) => LedgerEffect.counterAdd(key, delta),
+});

@@ -69,7 +69,12 @@ export async function serveCommand(args: string[], actions = createBuiltinRegist
   }
   let config: ReturnType<typeof loadServerConfig>;
   try {
-    config = loadServerConfig(process.env, { host: values.host, port: values.port }, actions.names());
+    config = loadServerConfig(
+      process.env,
+      { host: values.host, port: values.port },
+      actions.names(),
+      actions.declaredTimeoutsMs(),
+    );
   } catch (error) {
     if (error instanceof ConfigError) {
       process.stderr.write(`openexec: ${error.message}\n`);

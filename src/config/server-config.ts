@@ -116,6 +116,8 @@ export function loadServerConfig(
   env: NodeJS.ProcessEnv,
   flags: ServeFlags,
   registeredActions: readonly string[],
+  /** The time limits the registered actions declare (src/actions/registry.ts); the in-progress wait covers the longest. */
+  actionTimeoutsMs: readonly number[] = [],
 ): ServerConfig {
   const problems: string[] = [];
   const read = (name: string): string | undefined => {
@@ -296,7 +298,12 @@ export function loadServerConfig(
       "with PostgreSQL every replica must sign with one receipt key: set OPENEXEC_RECEIPT_KEY (PEM) or OPENEXEC_RECEIPT_KEY_FILE (docs/DEPLOYMENT.md)",
     );
   }
-  const inProgressWaitMs = integer("OPENEXEC_IN_PROGRESS_WAIT_MS", limits.handlerTimeoutMs + 1000, 0, 3_600_000);
+  const inProgressWaitMs = integer(
+    "OPENEXEC_IN_PROGRESS_WAIT_MS",
+    Math.max(limits.handlerTimeoutMs, ...actionTimeoutsMs) + 1000,
+    0,
+    3_600_000,
+  );
   const logOrigin = read("OPENEXEC_LOG_ORIGIN");
   if (logOrigin !== undefined && !/^[A-Za-z0-9._:/-]{1,128}$/.test(logOrigin)) {
     problems.push("OPENEXEC_LOG_ORIGIN must be 1-128 characters of A-Z a-z 0-9 . _ : / -");

@@ -3,7 +3,7 @@ import { mkdtempSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { after, before, describe, it } from "node:test";
-import type { Action } from "../actions/action.js";
+import { type Action, anyObjectSchema } from "../actions/action.js";
 import { builtinActions } from "../actions/builtin.js";
 import { ActionRegistry } from "../actions/registry.js";
 import { demoApprovalGate } from "../approval/approval-gate.js";
@@ -18,6 +18,7 @@ const external: Action<{ fail: boolean }> = {
   name: "test.external",
   effects: "external",
   summary: "acts outside the ledger",
+  inputSchema: anyObjectSchema,
   parseInput: (payload) => ({ fail: payload.fail === true }),
   run: async ({ fail }) => {
     externalRuns++;

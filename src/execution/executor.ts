@@ -97,7 +97,8 @@ export class Executor {
     const payload = checkPayload(command.payload, limits.maxJsonDepth);
     // 2. Action: registered (404), and its own validation of the payload (400).
     const action = this.#findAction(command.action);
-    const input = parseInput(action, payload);
+    const parsed = parseInput(action, payload);
+    const input = parsed instanceof Promise ? await parsed : parsed;
     const payloadDigest = canonicalJsonDigest(payload);
     // 3. Authority: a verified approval (clawshield mode), then the allow-list (403, recorded).
     const subject: ApprovalSubject = {
@@ -283,7 +284,8 @@ export class Executor {
       record.status === "pending"
         ? await this.#awaitFinish(
             record,
-            this.#options.inProgressWaitMs ?? this.#options.limits.handlerTimeoutMs + 1000,
+            this.#options.inProgressWaitMs ??
+              this.#options.actions.longestTimeoutMs(this.#options.limits.handlerTimeoutMs) + 1000,
           )
         : record;
     // A replay serves the stored result only if it is still the one the receipt signs (fail closed).
@@ -310,7 +312,7 @@ export class Executor {
         logicalTime: reservation.logicalTime,
       },
       // A result may nest one level deeper than its payload: echo wraps the payload it returns.
-      { timeoutMs: limits.handlerTimeoutMs, maxResultDepth: limits.maxJsonDepth + 1 },
+      { timeoutMs: action.timeoutMs ?? limits.handlerTimeoutMs, maxResultDepth: limits.maxJsonDepth + 1 },
     );
     if (outcome.ok) return { kind: "executed", effect: outcome.effect };
     const errorName = outcome.error instanceof Error ? outcome.error.name : typeof outcome.error;
@@ -376,13 +378,18 @@ function checkPayload(payload: JsonObject | undefined, maxDepth: number): JsonOb
  * a bug in the action and escapes as such (INTERNAL, logged by name only).
  */
 function parseInput(action: AnyAction, payload: JsonObject): unknown {
-  try {
-    return action.parseInput(payload);
-  } catch (error) {
+  const refused = (error: unknown): never => {
     if (error instanceof ActionInputError) {
       throw new Rejection("action_input_invalid", `invalid payload for "${action.name}": ${error.message}`);
     }
     throw error;
+  };
+  try {
+    const input = action.parseInput(payload);
+    // A schema with asynchronous checks answers later; most answer at once, without a turn of the event loop.
+    return input instanceof Promise ? input.catch(refused) : input;
+  } catch (error) {
+    return refused(error);
   }
 }
 

@@ -1,5 +1,6 @@
 import type { JsonValue } from "@bufbuild/protobuf";
 import type { ActionEffect, AnyAction, ExecutionContext } from "../actions/action.js";
+import { ResultSchemaError } from "../actions/define-action.js";
 import type { FailureReason } from "../errors/reason.js";
 import { canonicalJsonDigest } from "../json/canonical-digest.js";
 import { CanonicalJsonError } from "../json/canonical-json.js";
@@ -54,7 +55,8 @@ export async function runHandler(
     };
   } catch (error) {
     if (error instanceof HandlerTimeout) return { ok: false, reason: "handler_timeout", error };
-    if (error instanceof CanonicalJsonError) return { ok: false, reason: "result_invalid", error };
+    if (error instanceof CanonicalJsonError || error instanceof ResultSchemaError)
+      return { ok: false, reason: "result_invalid", error };
     return { ok: false, reason: "handler_error", error };
   } finally {
     clearTimeout(timer);

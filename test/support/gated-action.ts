@@ -1,4 +1,4 @@
-import type { Action } from "../../src/actions/action.js";
+import { type Action, anyObjectSchema } from "../../src/actions/action.js";
 import { builtinActions } from "../../src/actions/builtin.js";
 import { ActionRegistry } from "../../src/actions/registry.js";
 
@@ -24,6 +24,7 @@ export function gatedActions(): GatedActions {
     name: "test.wait",
     effects: "external",
     summary: "waits for the test",
+    inputSchema: anyObjectSchema,
     parseInput: (payload) => payload,
     run: async () => {
       started();

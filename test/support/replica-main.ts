@@ -6,8 +6,7 @@
  * Run as `node --import tsx test/support/replica-main.ts`; configured by the
  * environment only (OPENEXEC_PORT for the port); it is `openexec serve` itself.
  */
-import type { Action } from "../../src/actions/action.js";
-import { ActionInputError } from "../../src/actions/action.js";
+import { type Action, ActionInputError, anyObjectSchema } from "../../src/actions/action.js";
 import { builtinActions } from "../../src/actions/builtin.js";
 import { ActionRegistry } from "../../src/actions/registry.js";
 import { serveCommand } from "../../src/cli/serve-command.js";
@@ -16,6 +15,7 @@ const slowAction: Action<{ ms: number }> = {
   name: "test.slow",
   effects: "external",
   summary: "test only: waits payload.ms, then returns {ok: true}",
+  inputSchema: anyObjectSchema,
   parseInput: (payload) => {
     const ms = payload.ms ?? 0;
     if (typeof ms !== "number" || !Number.isInteger(ms) || ms < 0) throw ActionInputError.because("ms: an integer");
