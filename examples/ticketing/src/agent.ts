@@ -18,9 +18,10 @@ const retry = await client.execution.execute(request);
 
 const { key, publicKeyPem } = await client.info.getReceiptKey({});
 const bundle = await client.log.getReceiptBundle({ execId: first.id });
+if (bundle.signedReceipt === undefined) throw new Error("the bundle has no receipt");
 const verdict = verifyReceiptOffline({
   publicKeyPem,
-  signedReceipt: bundle.signedReceipt ?? (() => { throw new Error("the bundle has no receipt"); })(),
+  signedReceipt: bundle.signedReceipt,
   result: first.result,
   checkpoint: bundle.checkpoint,
   inclusionProof: bundle.inclusionProof && {
