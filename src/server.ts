@@ -4,6 +4,7 @@ import { create } from "@bufbuild/protobuf";
 import { KeyInfoSchema } from "../gen/openexec/v1/info_pb.js";
 import { createBuiltinRegistry } from "./actions/builtin.js";
 import type { ActionRegistry } from "./actions/registry.js";
+import { actionCatalogue } from "./api/action-catalogue.js";
 import { rejectionInterceptor } from "./api/connect-errors.js";
 import { registerServices, serviceImplementations } from "./api/routes.js";
 import type { ServiceFacts } from "./api/service-facts.js";
@@ -111,6 +112,10 @@ export async function startServer(
     tenantId: config.tenantId,
     allowedActions: config.allowedActions,
     actions: actions.names(),
+    catalogue: actionCatalogue(actions, {
+      allowedActions: config.allowedActions,
+      handlerTimeoutMs: config.limits.handlerTimeoutMs,
+    }),
     approvalKeys: [...(config.approval?.keys.values() ?? [])].map((key) =>
       create(KeyInfoSchema, { keyId: key.keyId, algorithm: "ed25519", fingerprint: key.fingerprint }),
     ),

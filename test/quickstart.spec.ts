@@ -62,6 +62,11 @@ describe("reference quickstart", () => {
       warning: "No execution allow-list configured",
       tenant_id: "demo",
       actions: ["add", "counter.add", "echo"],
+      action_summaries: {
+        add: 'adds numbers: {"a": 1, "b": 2} gives {"sum": 3}',
+        "counter.add": 'adds to a durable counter: {"key": "k", "delta": 1} gives {"key": "k", "value": total}',
+        echo: 'returns {"echo": payload}',
+      },
     });
 
     const first = await curl(quickstart.execute);

@@ -1,8 +1,16 @@
 import type { ServiceImpl } from "@connectrpc/connect";
 import type { InfoService } from "../../gen/openexec/v1/info_pb.js";
-import { healthOf, infoOf, readinessOf, receiptKeyOf, type ServiceFacts, versionOf } from "./service-facts.js";
+import {
+  actionsOf,
+  healthOf,
+  infoOf,
+  readinessOf,
+  receiptKeyOf,
+  type ServiceFacts,
+  versionOf,
+} from "./service-facts.js";
 
-/** openexec.v1.InfoService: what GET /, /health, /ready and /version answer. */
+/** openexec.v1.InfoService: what GET /, /health, /ready, /version, /receipts/key and /actions answer. */
 export function createInfoService(facts: ServiceFacts): ServiceImpl<typeof InfoService> {
   return {
     getInfo: () => infoOf(),
@@ -10,5 +18,6 @@ export function createInfoService(facts: ServiceFacts): ServiceImpl<typeof InfoS
     getReadiness: () => readinessOf(facts),
     getVersion: () => versionOf(facts),
     getReceiptKey: () => receiptKeyOf(facts),
+    listActions: () => actionsOf(facts),
   };
 }

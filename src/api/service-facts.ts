@@ -1,6 +1,7 @@
 import type { EventEmitter } from "node:events";
 import { create } from "@bufbuild/protobuf";
 import {
+  type ActionDescription,
   type GetHealthResponse,
   GetHealthResponseSchema,
   type GetInfoResponse,
@@ -12,6 +13,8 @@ import {
   type GetVersionResponse,
   GetVersionResponseSchema,
   type KeyInfo,
+  type ListActionsResponse,
+  ListActionsResponseSchema,
 } from "../../gen/openexec/v1/info_pb.js";
 import type { ExecMode } from "../config/server-config.js";
 import type { Freeze } from "../ledger/store.js";
@@ -23,6 +26,8 @@ export interface ServiceFacts {
   readonly tenantId: string;
   readonly allowedActions: ReadonlySet<string> | undefined;
   readonly actions: readonly string[];
+  /** Every registered action described, by name (src/api/action-catalogue.ts). */
+  readonly catalogue: readonly ActionDescription[];
   readonly approvalKeys: readonly KeyInfo[];
   /** The key that signs this executor's receipts. */
   readonly receiptKey: { readonly info: KeyInfo; readonly publicPem: string };
@@ -48,6 +53,7 @@ export function healthOf(facts: ServiceFacts): GetHealthResponse {
     warning: restricted ? "" : openAllowListWarning,
     tenantId: facts.tenantId,
     actions: [...facts.actions],
+    actionSummaries: Object.fromEntries(facts.catalogue.map((action) => [action.name, action.summary])),
     approvalKeys: [...facts.approvalKeys],
     receiptKey: facts.receiptKey.info,
     frozen: (facts.frozen?.() ?? []).map((f) => ({
@@ -74,6 +80,11 @@ export function versionOf(facts: ServiceFacts): GetVersionResponse {
     runtime: process.version,
     schemaVersion: facts.schemaVersion,
   });
+}
+
+/** The action catalogue, by name, as built at start. */
+export function actionsOf(facts: ServiceFacts): ListActionsResponse {
+  return create(ListActionsResponseSchema, { actions: [...facts.catalogue] });
 }
 
 export function receiptKeyOf(facts: ServiceFacts): GetReceiptKeyResponse {

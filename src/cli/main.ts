@@ -40,7 +40,7 @@ const verdictCommands = new Set(["verify-receipt", "audit", "export", "approve",
 async function main(argv: string[]): Promise<number> {
   const [name, ...args] = argv;
   if (name === undefined || name === "--help" || name === "-h" || name === "help") {
-    process.stdout.write(name === undefined ? usage : `${usage}\n${serveHelp}`);
+    process.stdout.write(name === undefined ? usage : `${usage}\n${serveHelp()}`);
     return name === undefined ? 2 : 0;
   }
   const command = commands[name];

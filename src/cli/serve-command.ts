@@ -1,10 +1,23 @@
 import { parseArgs } from "node:util";
 import { createBuiltinRegistry } from "../actions/builtin.js";
+import type { ActionRegistry } from "../actions/registry.js";
 import { ConfigError, loadServerConfig } from "../config/server-config.js";
 import { createLogger } from "../log/logger.js";
 import { startServer } from "../server.js";
 
-export const serveHelp = `Usage: openexec serve [--host HOST] [--port PORT]
+/** `openexec serve --help`, listing the actions of `actions` (the registry the server would serve). */
+export function serveHelp(actions: ActionRegistry = createBuiltinRegistry()): string {
+  return `${serveUsage}\n${actionsHelp(actions)}\n${serveEnvironment}`;
+}
+
+/** One line per action, by name: `  name  summary`, names padded so that the summaries line up. */
+function actionsHelp(actions: ActionRegistry): string {
+  const width = Math.max(0, ...actions.names().map((name) => name.length));
+  const lines = actions.list().map((action) => `  ${action.name.padEnd(width)}  ${action.summary}\n`);
+  return `Actions:\n${lines.join("")}`;
+}
+
+const serveUsage = `Usage: openexec serve [--host HOST] [--port PORT]
 
 Runs the execution server: REST, Connect, gRPC-web (HTTP/1.1) and gRPC (h2c) on one port.
 
@@ -12,8 +25,9 @@ Options:
   --host HOST   address to bind (default 127.0.0.1; env OPENEXEC_HOST)
   --port PORT   port to listen on (default 5000; env OPENEXEC_PORT; 0 picks a free one)
   -h, --help    show this help
+`;
 
-Environment (all optional; see docs/CONFIGURATION.md):
+const serveEnvironment = `Environment (all optional; see docs/CONFIGURATION.md):
   OPENEXEC_MODE                demo (default) or clawshield
   CLAWSHIELD_PUBLIC_KEY        PEM Ed25519 public key of the governance service (clawshield mode)
   CLAWSHIELD_TENANT_ID         tenant requests execute under (required in clawshield mode; default "demo")
@@ -64,7 +78,7 @@ export async function serveCommand(args: string[], actions = createBuiltinRegist
     strict: true,
   });
   if (values.help) {
-    process.stdout.write(serveHelp);
+    process.stdout.write(serveHelp(actions));
     return 0;
   }
   let config: ReturnType<typeof loadServerConfig>;

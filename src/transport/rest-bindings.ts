@@ -19,6 +19,7 @@ import {
   GetReceiptKeyResponseSchema,
   GetVersionResponseSchema,
   InfoService,
+  ListActionsResponseSchema,
 } from "../../gen/openexec/v1/info_pb.js";
 import { ExecutionStatus } from "../../gen/openexec/v1/receipt_pb.js";
 import { type InclusionProof, TransparencyLogService } from "../../gen/openexec/v1/transparency_log_pb.js";
@@ -80,6 +81,11 @@ export const restBindings: readonly RestBinding[] = [
     r.ready ? json({ ready: true }) : json({ ready: false, reason: r.reason }, 503),
   ),
   bind("GET", "/version", InfoService.method.getVersion, none, (r) => json(asJson(GetVersionResponseSchema, r))),
+  // Every field of every entry, `"allowed": false` included: a reader need not know that proto JSON
+  // leaves out false. `output_schema` is still absent when the action declares none.
+  bind("GET", "/actions", InfoService.method.listActions, none, (r) =>
+    json(toJson(ListActionsResponseSchema, r, { useProtoFieldName: true, alwaysEmitImplicit: true })),
+  ),
   // The C2SP checkpoint itself, as witnesses and tlog tools fetch it.
   bind("GET", "/log/checkpoint", TransparencyLogService.method.getCheckpoint, none, (r) => ({
     kind: "text",

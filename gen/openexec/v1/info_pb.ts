@@ -4,13 +4,14 @@
 
 import type { GenFile, GenMessage, GenService } from "@bufbuild/protobuf/codegenv2";
 import { fileDesc, messageDesc, serviceDesc } from "@bufbuild/protobuf/codegenv2";
-import type { Message } from "@bufbuild/protobuf";
+import { file_google_protobuf_struct } from "@bufbuild/protobuf/wkt";
+import type { JsonObject, Message } from "@bufbuild/protobuf";
 
 /**
  * Describes the file openexec/v1/info.proto.
  */
 export const file_openexec_v1_info: GenFile = /*@__PURE__*/
-  fileDesc("ChZvcGVuZXhlYy92MS9pbmZvLnByb3RvEgtvcGVuZXhlYy52MSIQCg5HZXRJbmZvUmVxdWVzdCJDCg9HZXRJbmZvUmVzcG9uc2USDwoHc2VydmljZRgBIAEoCRIOCgZzdGF0dXMYAiABKAkSDwoHdmVyc2lvbhgDIAEoCSISChBHZXRIZWFsdGhSZXF1ZXN0IrECChFHZXRIZWFsdGhSZXNwb25zZRIOCgZzdGF0dXMYASABKAkSEQoJZXhlY19tb2RlGAIgASgJEh4KFnNpZ25hdHVyZV92ZXJpZmljYXRpb24YAyABKAkSEwoLcmVzdHJpY3Rpb24YBCABKAkSEgoKYWxsb3dfbGlzdBgFIAMoCRIPCgd3YXJuaW5nGAYgASgJEhEKCXRlbmFudF9pZBgHIAEoCRIPCgdhY3Rpb25zGAggAygJEisKDWFwcHJvdmFsX2tleXMYCSADKAsyFC5vcGVuZXhlYy52MS5LZXlJbmZvEikKC3JlY2VpcHRfa2V5GAogASgLMhQub3BlbmV4ZWMudjEuS2V5SW5mbxIjCgZmcm96ZW4YCyADKAsyEy5vcGVuZXhlYy52MS5GcmVlemUiOgoGRnJlZXplEg0KBXNjb3BlGAEgASgJEg4KBnJlYXNvbhgCIAEoCRIRCglmcm96ZW5fYXQYAyABKAkiQQoHS2V5SW5mbxIOCgZrZXlfaWQYASABKAkSEQoJYWxnb3JpdGhtGAIgASgJEhMKC2ZpbmdlcnByaW50GAMgASgJIhUKE0dldFJlYWRpbmVzc1JlcXVlc3QiNQoUR2V0UmVhZGluZXNzUmVzcG9uc2USDQoFcmVhZHkYASABKAgSDgoGcmVhc29uGAIgASgJIhMKEUdldFZlcnNpb25SZXF1ZXN0IlsKEkdldFZlcnNpb25SZXNwb25zZRIPCgd2ZXJzaW9uGAEgASgJEgsKA2FwaRgCIAEoCRIPCgdydW50aW1lGAMgASgJEhYKDnNjaGVtYV92ZXJzaW9uGAQgASgNIhYKFEdldFJlY2VpcHRLZXlSZXF1ZXN0IlIKFUdldFJlY2VpcHRLZXlSZXNwb25zZRIhCgNrZXkYASABKAsyFC5vcGVuZXhlYy52MS5LZXlJbmZvEhYKDnB1YmxpY19rZXlfcGVtGAIgASgJMrQDCgtJbmZvU2VydmljZRJJCgdHZXRJbmZvEhsub3BlbmV4ZWMudjEuR2V0SW5mb1JlcXVlc3QaHC5vcGVuZXhlYy52MS5HZXRJbmZvUmVzcG9uc2UiA5ACARJPCglHZXRIZWFsdGgSHS5vcGVuZXhlYy52MS5HZXRIZWFsdGhSZXF1ZXN0Gh4ub3BlbmV4ZWMudjEuR2V0SGVhbHRoUmVzcG9uc2UiA5ACARJYCgxHZXRSZWFkaW5lc3MSIC5vcGVuZXhlYy52MS5HZXRSZWFkaW5lc3NSZXF1ZXN0GiEub3BlbmV4ZWMudjEuR2V0UmVhZGluZXNzUmVzcG9uc2UiA5ACARJSCgpHZXRWZXJzaW9uEh4ub3BlbmV4ZWMudjEuR2V0VmVyc2lvblJlcXVlc3QaHy5vcGVuZXhlYy52MS5HZXRWZXJzaW9uUmVzcG9uc2UiA5ACARJbCg1HZXRSZWNlaXB0S2V5EiEub3BlbmV4ZWMudjEuR2V0UmVjZWlwdEtleVJlcXVlc3QaIi5vcGVuZXhlYy52MS5HZXRSZWNlaXB0S2V5UmVzcG9uc2UiA5ACAWIGcHJvdG8z");
+  fileDesc("ChZvcGVuZXhlYy92MS9pbmZvLnByb3RvEgtvcGVuZXhlYy52MSIQCg5HZXRJbmZvUmVxdWVzdCJDCg9HZXRJbmZvUmVzcG9uc2USDwoHc2VydmljZRgBIAEoCRIOCgZzdGF0dXMYAiABKAkSDwoHdmVyc2lvbhgDIAEoCSISChBHZXRIZWFsdGhSZXF1ZXN0IrgDChFHZXRIZWFsdGhSZXNwb25zZRIOCgZzdGF0dXMYASABKAkSEQoJZXhlY19tb2RlGAIgASgJEh4KFnNpZ25hdHVyZV92ZXJpZmljYXRpb24YAyABKAkSEwoLcmVzdHJpY3Rpb24YBCABKAkSEgoKYWxsb3dfbGlzdBgFIAMoCRIPCgd3YXJuaW5nGAYgASgJEhEKCXRlbmFudF9pZBgHIAEoCRIPCgdhY3Rpb25zGAggAygJEisKDWFwcHJvdmFsX2tleXMYCSADKAsyFC5vcGVuZXhlYy52MS5LZXlJbmZvEikKC3JlY2VpcHRfa2V5GAogASgLMhQub3BlbmV4ZWMudjEuS2V5SW5mbxIjCgZmcm96ZW4YCyADKAsyEy5vcGVuZXhlYy52MS5GcmVlemUSTQoQYWN0aW9uX3N1bW1hcmllcxgMIAMoCzIzLm9wZW5leGVjLnYxLkdldEhlYWx0aFJlc3BvbnNlLkFjdGlvblN1bW1hcmllc0VudHJ5GjYKFEFjdGlvblN1bW1hcmllc0VudHJ5EgsKA2tleRgBIAEoCRINCgV2YWx1ZRgCIAEoCToCOAEiOgoGRnJlZXplEg0KBXNjb3BlGAEgASgJEg4KBnJlYXNvbhgCIAEoCRIRCglmcm96ZW5fYXQYAyABKAkiQQoHS2V5SW5mbxIOCgZrZXlfaWQYASABKAkSEQoJYWxnb3JpdGhtGAIgASgJEhMKC2ZpbmdlcnByaW50GAMgASgJIhUKE0dldFJlYWRpbmVzc1JlcXVlc3QiNQoUR2V0UmVhZGluZXNzUmVzcG9uc2USDQoFcmVhZHkYASABKAgSDgoGcmVhc29uGAIgASgJIhMKEUdldFZlcnNpb25SZXF1ZXN0IlsKEkdldFZlcnNpb25SZXNwb25zZRIPCgd2ZXJzaW9uGAEgASgJEgsKA2FwaRgCIAEoCRIPCgdydW50aW1lGAMgASgJEhYKDnNjaGVtYV92ZXJzaW9uGAQgASgNIhYKFEdldFJlY2VpcHRLZXlSZXF1ZXN0IlIKFUdldFJlY2VpcHRLZXlSZXNwb25zZRIhCgNrZXkYASABKAsyFC5vcGVuZXhlYy52MS5LZXlJbmZvEhYKDnB1YmxpY19rZXlfcGVtGAIgASgJIhQKEkxpc3RBY3Rpb25zUmVxdWVzdCJGChNMaXN0QWN0aW9uc1Jlc3BvbnNlEi8KB2FjdGlvbnMYASADKAsyHi5vcGVuZXhlYy52MS5BY3Rpb25EZXNjcmlwdGlvbiLHAQoRQWN0aW9uRGVzY3JpcHRpb24SDAoEbmFtZRgBIAEoCRIPCgdzdW1tYXJ5GAIgASgJEg8KB2VmZmVjdHMYAyABKAkSLQoMaW5wdXRfc2NoZW1hGAQgASgLMhcuZ29vZ2xlLnByb3RvYnVmLlN0cnVjdBIuCg1vdXRwdXRfc2NoZW1hGAUgASgLMhcuZ29vZ2xlLnByb3RvYnVmLlN0cnVjdBISCgp0aW1lb3V0X21zGAYgASgNEg8KB2FsbG93ZWQYByABKAgyiwQKC0luZm9TZXJ2aWNlEkkKB0dldEluZm8SGy5vcGVuZXhlYy52MS5HZXRJbmZvUmVxdWVzdBocLm9wZW5leGVjLnYxLkdldEluZm9SZXNwb25zZSIDkAIBEk8KCUdldEhlYWx0aBIdLm9wZW5leGVjLnYxLkdldEhlYWx0aFJlcXVlc3QaHi5vcGVuZXhlYy52MS5HZXRIZWFsdGhSZXNwb25zZSIDkAIBElgKDEdldFJlYWRpbmVzcxIgLm9wZW5leGVjLnYxLkdldFJlYWRpbmVzc1JlcXVlc3QaIS5vcGVuZXhlYy52MS5HZXRSZWFkaW5lc3NSZXNwb25zZSIDkAIBElIKCkdldFZlcnNpb24SHi5vcGVuZXhlYy52MS5HZXRWZXJzaW9uUmVxdWVzdBofLm9wZW5leGVjLnYxLkdldFZlcnNpb25SZXNwb25zZSIDkAIBElsKDUdldFJlY2VpcHRLZXkSIS5vcGVuZXhlYy52MS5HZXRSZWNlaXB0S2V5UmVxdWVzdBoiLm9wZW5leGVjLnYxLkdldFJlY2VpcHRLZXlSZXNwb25zZSIDkAIBElUKC0xpc3RBY3Rpb25zEh8ub3BlbmV4ZWMudjEuTGlzdEFjdGlvbnNSZXF1ZXN0GiAub3BlbmV4ZWMudjEuTGlzdEFjdGlvbnNSZXNwb25zZSIDkAIBYgZwcm90bzM", [file_google_protobuf_struct]);
 
 /**
  * @generated from message openexec.v1.GetInfoRequest
@@ -149,6 +150,13 @@ export type GetHealthResponse = Message<"openexec.v1.GetHealthResponse"> & {
    * @generated from field: repeated openexec.v1.Freeze frozen = 11;
    */
   frozen: Freeze[];
+
+  /**
+   * Every registered action's one-line summary, by name (the same names as `actions`).
+   *
+   * @generated from field: map<string, string> action_summaries = 12;
+   */
+  actionSummaries: { [key: string]: string };
 };
 
 /**
@@ -352,7 +360,105 @@ export const GetReceiptKeyResponseSchema: GenMessage<GetReceiptKeyResponse> = /*
   messageDesc(file_openexec_v1_info, 11);
 
 /**
- * Describes the running executor. REST: GET /, /health, /ready, /version.
+ * @generated from message openexec.v1.ListActionsRequest
+ */
+export type ListActionsRequest = Message<"openexec.v1.ListActionsRequest"> & {
+};
+
+/**
+ * Describes the message openexec.v1.ListActionsRequest.
+ * Use `create(ListActionsRequestSchema)` to create a new message.
+ */
+export const ListActionsRequestSchema: GenMessage<ListActionsRequest> = /*@__PURE__*/
+  messageDesc(file_openexec_v1_info, 12);
+
+/**
+ * @generated from message openexec.v1.ListActionsResponse
+ */
+export type ListActionsResponse = Message<"openexec.v1.ListActionsResponse"> & {
+  /**
+   * Every registered action, ordered by name.
+   *
+   * @generated from field: repeated openexec.v1.ActionDescription actions = 1;
+   */
+  actions: ActionDescription[];
+};
+
+/**
+ * Describes the message openexec.v1.ListActionsResponse.
+ * Use `create(ListActionsResponseSchema)` to create a new message.
+ */
+export const ListActionsResponseSchema: GenMessage<ListActionsResponse> = /*@__PURE__*/
+  messageDesc(file_openexec_v1_info, 13);
+
+/**
+ * One action as callers see it: what it does, what it accepts, how long it may run.
+ *
+ * @generated from message openexec.v1.ActionDescription
+ */
+export type ActionDescription = Message<"openexec.v1.ActionDescription"> & {
+  /**
+   * The name Execute takes, e.g. "counter.add".
+   *
+   * @generated from field: string name = 1;
+   */
+  name: string;
+
+  /**
+   * One line on what the action does.
+   *
+   * @generated from field: string summary = 2;
+   */
+  summary: string;
+
+  /**
+   * "ledger": it only computes; its effect is what it returns, committed with its receipt.
+   * "external": it acts outside the ledger; its nonce is reserved before it runs, and a
+   * crash mid-run leaves the execution interrupted, never run again.
+   *
+   * @generated from field: string effects = 3;
+   */
+  effects: string;
+
+  /**
+   * The JSON Schema (2020-12) the payload is validated against, exactly.
+   *
+   * @generated from field: google.protobuf.Struct input_schema = 4;
+   */
+  inputSchema?: JsonObject | undefined;
+
+  /**
+   * The JSON Schema (2020-12) every result is checked against; absent when the action declares none.
+   *
+   * @generated from field: google.protobuf.Struct output_schema = 5;
+   */
+  outputSchema?: JsonObject | undefined;
+
+  /**
+   * The effective handler time limit in milliseconds: the action's own, or OPENEXEC_HANDLER_TIMEOUT_MS.
+   *
+   * @generated from field: uint32 timeout_ms = 6;
+   */
+  timeoutMs: number;
+
+  /**
+   * Whether OPENEXEC_ALLOWED_ACTIONS permits it (true for every action when no allow-list is set).
+   * A freeze is not reflected here: see GetHealthResponse.frozen.
+   *
+   * @generated from field: bool allowed = 7;
+   */
+  allowed: boolean;
+};
+
+/**
+ * Describes the message openexec.v1.ActionDescription.
+ * Use `create(ActionDescriptionSchema)` to create a new message.
+ */
+export const ActionDescriptionSchema: GenMessage<ActionDescription> = /*@__PURE__*/
+  messageDesc(file_openexec_v1_info, 14);
+
+/**
+ * Describes the running executor. REST: GET /, /health, /ready, /version, /receipts/key, /actions.
  *
  * @generated from service openexec.v1.InfoService
  */
@@ -406,6 +512,16 @@ export const InfoService: GenService<{
     methodKind: "unary";
     input: typeof GetReceiptKeyRequestSchema;
     output: typeof GetReceiptKeyResponseSchema;
+  },
+  /**
+   * GET /actions: the action catalogue, what an agent reads before it calls Execute.
+   *
+   * @generated from rpc openexec.v1.InfoService.ListActions
+   */
+  listActions: {
+    methodKind: "unary";
+    input: typeof ListActionsRequestSchema;
+    output: typeof ListActionsResponseSchema;
   },
 }> = /*@__PURE__*/
   serviceDesc(file_openexec_v1_info, 0);
