@@ -338,11 +338,11 @@ export function ledgerContract(
         // A renewal by someone who does not hold the lease changes nothing.
         assert.deepEqual(await one({ kind: "renew", owner: "p2", executionIds: [mine.executionId], untilMs: 99_000 }), {
           kind: "renewed",
-          held: 0,
+          held: [],
         });
         assert.deepEqual(
           await one({ kind: "renew", owner: "p2", executionIds: [theirs.executionId], untilMs: 20_000 }),
-          { kind: "renewed", held: 1 },
+          { kind: "renewed", held: [theirs.executionId] },
         );
         const early = await one({ kind: "interrupt_expired", nowMs: 9_999, limit: 100 });
         assert.ok(early.kind === "interrupted");
@@ -360,6 +360,35 @@ export function ledgerContract(
         assert.equal(late2.kind, "existing");
         assert.equal((late2 as Extract<WriteOutcome, { kind: "existing" }>).row.status, "interrupted");
         assert.equal((await storage.findExecutionById(mine.executionId))?.status, "interrupted");
+      });
+      it("a renewal names the ids it renewed: not another owner's, a finished one's, an interrupted one's or an unknown one's", async () => {
+        const [held, other, finished, swept] = ["renew-1", "renew-2", "renew-3", "renew-4"].map((nonce) =>
+          reservation(nonce),
+        ) as [ReservationFacts, ReservationFacts, ReservationFacts, ReservationFacts];
+        for (const [r, owner, untilMs] of [
+          [held, "p1", 50_000],
+          [finished, "p1", 50_000],
+          [other, "p2", 50_000],
+          [swept, "p1", 40_000],
+        ] as const) {
+          assert.deepEqual(await one({ kind: "reserve", reservation: r, leaseOwner: owner, leaseUntilMs: untilMs }), {
+            kind: "reserved",
+          });
+        }
+        await one({ kind: "complete", executionId: finished.executionId, completion: executed({}) });
+        // Another process's sweep after p1's lease on `swept` ran out.
+        const sweep = await one({ kind: "interrupt_expired", nowMs: 45_000, limit: 100 });
+        assert.ok(sweep.kind === "interrupted" && sweep.rows.some((row) => row.executionId === swept.executionId));
+        const ids = [held, other, finished, swept].map((r) => r.executionId);
+        const renewal = await one({
+          kind: "renew",
+          owner: "p1",
+          executionIds: [...ids, "no-such-id"],
+          untilMs: 60_000,
+        });
+        assert.deepEqual(renewal, { kind: "renewed", held: [held.executionId] });
+        assert.equal((await storage.findExecutionById(held.executionId))?.leaseUntilMs, 60_000);
+        assert.equal((await storage.findExecutionById(other.executionId))?.leaseUntilMs, 50_000);
       });
     });
 

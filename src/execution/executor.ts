@@ -260,7 +260,9 @@ export class Executor {
     }
     const reserved = await guardStore(store.reserve(reservation), this.#options.logger);
     if (reserved.kind !== "reserved") return this.#settleTaken(reservation, reserved);
-    const outcome = await this.#run(reservation, action, input);
+    // The handler stops when this process loses the lease (another replica may have recorded the
+    // execution interrupted); `complete` then answers that recorded outcome, if there is one.
+    const outcome = await this.#run(reservation, action, input, [store.leaseSignal(reservation.executionId)]);
     return this.#recorded(
       await guardStore(store.complete(reservation.executionId, outcome), this.#options.logger),
       reservation,
@@ -300,7 +302,12 @@ export class Executor {
   }
 
   /** Runs the handler under its limits; failures become a Completion, never a throw. */
-  async #run(reservation: Reservation, action: AnyAction, input: unknown): Promise<Completion> {
+  async #run(
+    reservation: Reservation,
+    action: AnyAction,
+    input: unknown,
+    alsoAbortOn: readonly AbortSignal[] = [],
+  ): Promise<Completion> {
     const { limits, logger } = this.#options;
     const outcome = await runHandler(
       action,
@@ -313,6 +320,7 @@ export class Executor {
       },
       // A result may nest one level deeper than its payload: echo wraps the payload it returns.
       { timeoutMs: action.timeoutMs ?? limits.handlerTimeoutMs, maxResultDepth: limits.maxJsonDepth + 1 },
+      alsoAbortOn,
     );
     if (outcome.ok) return { kind: "executed", effect: outcome.effect };
     const errorName = outcome.error instanceof Error ? outcome.error.name : typeof outcome.error;

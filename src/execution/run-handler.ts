@@ -23,14 +23,21 @@ class HandlerTimeout extends Error {
  * Runs one handler under its time limit. Never throws: a throw, a timeout or a
  * result JSON cannot carry becomes a failure reason. A handler that blocks the
  * event loop cannot be interrupted from JavaScript; handlers must be async.
+ *
+ * The handler's signal aborts at the time limit, and when any of `alsoAbortOn`
+ * does (an external action's lease, ledger.leaseSignal). Those only tell the
+ * handler to stop: it is still awaited, and what it then does (throws, as a
+ * fenced handler should) is its outcome.
  */
 export async function runHandler(
   action: AnyAction,
   input: unknown,
   context: Omit<ExecutionContext, "signal">,
   limits: { readonly timeoutMs: number; readonly maxResultDepth: number },
+  alsoAbortOn: readonly AbortSignal[] = [],
 ): Promise<HandlerOutcome> {
   const controller = new AbortController();
+  const signal = alsoAbortOn.length === 0 ? controller.signal : AbortSignal.any([controller.signal, ...alsoAbortOn]);
   let timer: NodeJS.Timeout | undefined;
   const deadline = new Promise<never>((_, reject) => {
     timer = setTimeout(() => {
@@ -41,7 +48,7 @@ export async function runHandler(
   });
   try {
     const effect = await Promise.race([
-      Promise.resolve().then(() => action.run(input, { ...context, signal: controller.signal })),
+      Promise.resolve().then(() => action.run(input, { ...context, signal })),
       deadline,
     ]);
     if (effect.kind === "counter_add") return { ok: true, effect };

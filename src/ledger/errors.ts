@@ -15,6 +15,18 @@ export class LedgerBugError extends Error {
   override readonly name = "LedgerBugError";
 }
 
+/**
+ * The abort reason of a handler's signal when this process no longer holds
+ * its execution's lease: the lease ran out before a renewal confirmed it (the
+ * process was paused, or could not reach the database), or a renewal found
+ * the execution no longer pending and this process's (another replica
+ * recorded it interrupted). Whatever the handler would do next is no longer
+ * this process's to do.
+ */
+export class LeaseLostError extends Error {
+  override readonly name = "LeaseLostError";
+}
+
 /** Another process holds the ledger file (a server, or audit/export). */
 export class LedgerInUseError extends Error {
   override readonly name = "LedgerInUseError";

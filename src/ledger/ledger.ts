@@ -5,7 +5,7 @@ import type { EncodedReceipt } from "../receipts/receipt.js";
 import type { NoteSigner } from "../tlog/checkpoint.js";
 import { inclusionPlan, type LeafRange } from "../tlog/proof-plan.js";
 import { proofFromTiles } from "../tlog/tiled-tree.js";
-import { isStorageFault, LedgerBugError, StoreUnavailableError } from "./errors.js";
+import { isStorageFault, LeaseLostError, LedgerBugError, StoreUnavailableError } from "./errors.js";
 import type { CheckpointRow, DenialRow, ExecutionRow, LedgerStorage, ReceiptRow } from "./ports.js";
 import {
   LedgerRecorder,
@@ -46,6 +46,22 @@ export interface LedgerOptions {
   readonly now?: () => number;
 }
 
+/** A reservation this process holds, as far as it knows. */
+interface HeldLease {
+  /** The lease's end as storage last confirmed it: the reservation's, then each renewal's that named it. */
+  untilMs: number;
+  /** Aborted (LeaseLostError) when the lease is lost; the handler's signal follows it. */
+  readonly controller: AbortController;
+  /**
+   * Due at `untilMs`. A process paused past it (SIGSTOP, a VM freeze) runs its
+   * overdue timers in due order when it resumes: this one comes before any
+   * handler timer set to end later, so the handler sees its signal aborted.
+   */
+  timer: NodeJS.Timeout | undefined;
+  /** The handler returned and its completion is being written: there is nothing left to fence. */
+  done: boolean;
+}
+
 /** Without a signer: for tools that only read, and tests of storage alone. */
 export const unsignedIssuer: ReceiptIssuer = { signer: undefined, logOrigin: "" };
 
@@ -66,8 +82,8 @@ export class Ledger implements LedgerStore {
   readonly #now: () => number;
   #queue: { write: LedgerWrite; resolve: (outcome: WriteOutcome) => void; reject: (error: unknown) => void }[] = [];
   #flushing: Promise<void> | undefined;
-  /** Reservations this process holds, renewed by the lease timer. */
-  readonly #held = new Set<string>();
+  /** Reservations this process holds, renewed by the lease timer, by execution id. */
+  readonly #held = new Map<string, HeldLease>();
   #leaseTimer: NodeJS.Timeout | undefined;
   /** Commits so far, for /metrics. */
   readonly #stats = { commits: 0, writes: 0, seconds: 0 };
@@ -86,17 +102,38 @@ export class Ledger implements LedgerStore {
   }
 
   async reserve(reservation: Reservation): Promise<ReserveOutcome> {
+    const leaseUntilMs = this.#now() + this.#options.leaseMs;
     const outcome = await this.#write({
       kind: "reserve",
       reservation: factsOf(reservation),
       leaseOwner: this.owner,
-      leaseUntilMs: this.#now() + this.#options.leaseMs,
+      leaseUntilMs,
     });
-    if (outcome.kind === "reserved") this.#held.add(reservation.executionId);
+    if (outcome.kind === "reserved") {
+      const lease: HeldLease = { untilMs: 0, controller: new AbortController(), timer: undefined, done: false };
+      this.#held.set(reservation.executionId, lease);
+      this.#confirm(reservation.executionId, lease, leaseUntilMs);
+    }
     return reserveOutcome(outcome);
   }
 
+  leaseSignal(executionId: string): AbortSignal {
+    // Storage only this process can open (SQLite's exclusive lock) has nobody
+    // to take a lease over: its reservations are only ever interrupted at the
+    // next start, after this process is gone. Its leases cannot be lost.
+    if (this.#options.exclusive) return new AbortController().signal;
+    const lease = this.#held.get(executionId);
+    if (lease === undefined) throw new LedgerBugError(`execution ${executionId} is not reserved by this process`);
+    return lease.controller.signal;
+  }
+
   async complete(executionId: string, completion: Completion): Promise<FinishedExecution> {
+    const lease = this.#held.get(executionId);
+    if (lease !== undefined) {
+      // Still renewed until the completion commits, so that no sweep interrupts it meanwhile; never aborted.
+      lease.done = true;
+      clearTimeout(lease.timer);
+    }
     try {
       const outcome = await this.#write({ kind: "complete", executionId, completion });
       // Interrupted by another replica after this one's lease ran out: the recorded outcome stands.
@@ -152,23 +189,68 @@ export class Ledger implements LedgerStore {
     }
   }
 
-  /** Renews this process's leases every third of their length, and sweeps expired ones as often. */
+  /**
+   * Renews this process's leases every third of their length, and sweeps
+   * expired ones as often. A lease already past its confirmed end when the
+   * timer fires (the process was paused, or renewals kept failing) is lost
+   * first, before anything is renewed; so is one a renewal does not name.
+   */
   startLeases(onError: (error: unknown) => void): void {
     const every = Math.max(50, Math.floor(this.#options.leaseMs / 3));
     this.#leaseTimer = setInterval(() => {
-      const ids = [...this.#held];
+      const nowMs = this.#now();
+      const ids: string[] = [];
+      for (const [id, lease] of this.#held) {
+        if (nowMs >= lease.untilMs) this.#lose(id, lease, "its lease ran out before a renewal confirmed it");
+        // A lost lease is not taken back: its handler was told to stop.
+        if (lease.done || !lease.controller.signal.aborted) ids.push(id);
+      }
+      const untilMs = nowMs + this.#options.leaseMs;
       const renewed =
         ids.length === 0
           ? Promise.resolve()
-          : this.#write({
-              kind: "renew",
-              owner: this.owner,
-              executionIds: ids,
-              untilMs: this.#now() + this.#options.leaseMs,
-            });
+          : this.#write({ kind: "renew", owner: this.owner, executionIds: ids, untilMs }).then((outcome) =>
+              this.#renewed(ids, outcome, untilMs),
+            );
       renewed.then(() => (this.#options.exclusive ? 0 : this.interruptExpired())).catch(onError);
     }, every);
     this.#leaseTimer.unref();
+  }
+
+  /** After a renewal: the ids it names are held until `untilMs`; the others are lost. */
+  #renewed(ids: readonly string[], outcome: WriteOutcome, untilMs: number): void {
+    if (outcome.kind !== "renewed") throw new LedgerBugError(`a renewal answered ${outcome.kind}`);
+    const kept = new Set(outcome.held);
+    for (const id of ids) {
+      const lease = this.#held.get(id);
+      if (lease === undefined) continue; // completed meanwhile
+      if (kept.has(id)) this.#confirm(id, lease, untilMs);
+      else this.#lose(id, lease, "a renewal found it no longer pending and held by this process");
+    }
+  }
+
+  /** Storage confirmed the lease until `untilMs`: the deadline timer moves there (or the lease is lost, if past). */
+  #confirm(executionId: string, lease: HeldLease, untilMs: number): void {
+    lease.untilMs = Math.max(lease.untilMs, untilMs);
+    if (this.#options.exclusive || lease.done || lease.controller.signal.aborted) return;
+    clearTimeout(lease.timer);
+    const check = () => {
+      const left = lease.untilMs - this.#now();
+      if (left <= 0) {
+        this.#lose(executionId, lease, "its lease ran out before a renewal confirmed it");
+        return;
+      }
+      lease.timer = setTimeout(check, left);
+      lease.timer.unref();
+    };
+    check();
+  }
+
+  /** Aborts the handler's lease signal: whatever it would do next is no longer this process's to do. */
+  #lose(executionId: string, lease: HeldLease, why: string): void {
+    if (this.#options.exclusive || lease.done || lease.controller.signal.aborted) return;
+    clearTimeout(lease.timer);
+    lease.controller.abort(new LeaseLostError(`execution ${executionId}: ${why}`));
   }
 
   async find(tenantId: string, nonce: string): Promise<ExecutionRecord | undefined> {
@@ -276,6 +358,7 @@ export class Ledger implements LedgerStore {
   /** Commits what is queued, stops renewing leases, closes the storage. */
   async close(): Promise<void> {
     clearInterval(this.#leaseTimer);
+    for (const lease of this.#held.values()) clearTimeout(lease.timer);
     while (this.#flushing !== undefined || this.#queue.length > 0) {
       if (this.#flushing === undefined) this.#flush();
       await this.#flushing;

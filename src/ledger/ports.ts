@@ -126,8 +126,12 @@ export interface ExecutionLedgerWrites {
   finishExecutions(
     finishes: readonly { readonly executionId: string; readonly finish: ExecutionFinish }[],
   ): Promise<number>;
-  /** Extends the leases `owner` holds on these pending rows; returns how many it still holds. */
-  renewLeases(owner: string, executionIds: readonly string[], untilMs: number): Promise<number>;
+  /**
+   * Extends the leases `owner` holds on these pending rows; returns the ids it
+   * still holds (renewed), in any order. An id left out is lost: finished, or
+   * interrupted by another process once its lease ran out.
+   */
+  renewLeases(owner: string, executionIds: readonly string[], untilMs: number): Promise<string[]>;
   /** Pending rows whose lease ran out before `nowMs` (oldest first, at most `limit`). */
   expiredReservations(nowMs: number, limit: number): Promise<ExecutionRow[]>;
   /** The counters that exist among these (in any order). */

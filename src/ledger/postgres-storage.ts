@@ -105,7 +105,8 @@ const sql = {
     SELECT pg_notify('${finishedChannel}', execution_id) FROM finished`,
   renew: `
     UPDATE executions SET lease_until_ms = $1
-    WHERE execution_id = ANY($2::text[]) AND lease_owner = $3 AND status = 'pending'`,
+    WHERE execution_id = ANY($2::text[]) AND lease_owner = $3 AND status = 'pending'
+    RETURNING execution_id`,
   expired: `
     SELECT * FROM executions WHERE status = 'pending' AND coalesce(lease_until_ms, 0) < $1
     ORDER BY logical_time_ms LIMIT $2 FOR UPDATE`,
@@ -360,7 +361,8 @@ export class PostgresStorage implements LedgerStorage {
             columns(finishes, (f) => [f.executionId, ...finishValues(f.finish)]),
           )
         ).rowCount ?? 0,
-      renewLeases: async (owner, ids, untilMs) => (await q(sql.renew, [untilMs, ids, owner])).rowCount ?? 0,
+      renewLeases: async (owner, ids, untilMs) =>
+        (await q<{ execution_id: string }>(sql.renew, [untilMs, ids, owner])).rows.map((row) => row.execution_id),
       expiredReservations: async (nowMs, limit) =>
         (await q<ExecutionColumns>(sql.expired, [nowMs, limit])).rows.map((row) => fromExecution(row) as ExecutionRow),
       readCounters: async (keys) =>

@@ -75,7 +75,8 @@ export type WriteOutcome =
   | { readonly kind: "approval_used" }
   | { readonly kind: "recorded"; readonly row: ExecutionRow }
   | { readonly kind: "denied"; readonly row: DenialRow }
-  | { readonly kind: "renewed"; readonly held: number }
+  /** The ids whose lease was extended: those still pending and held by the renewing owner. */
+  | { readonly kind: "renewed"; readonly held: readonly string[] }
   | { readonly kind: "interrupted"; readonly rows: readonly ExecutionRow[] };
 
 export type WriteResult =

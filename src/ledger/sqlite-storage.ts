@@ -192,11 +192,8 @@ export class SqliteStorage implements LedgerStorage {
           (n, { executionId, finish }) => n + sql.finish.run({ executionId, ...toFinish(finish) }).changes,
           0,
         ),
-      renewLeases: async (owner, ids, untilMs) => {
-        let held = 0;
-        for (const id of ids) held += sql.renew.run(untilMs, id, owner).changes;
-        return held;
-      },
+      // One statement per id, as the other per-row reads here: in-process, no round trips to save.
+      renewLeases: async (owner, ids, untilMs) => ids.filter((id) => sql.renew.run(untilMs, id, owner).changes > 0),
       expiredReservations: async (nowMs, limit) =>
         sql.expired.all(nowMs, limit).map((row) => fromExecution(row) as ExecutionRow),
       readCounters: async (keys) =>

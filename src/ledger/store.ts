@@ -23,6 +23,15 @@ export interface LedgerStore {
    * the caller decides whether that is a replay or a conflict.
    */
   reserve(reservation: Reservation): Promise<ReserveOutcome>;
+  /**
+   * Aborts (a LeaseLostError) when this process no longer holds the lease of
+   * an execution it reserved: the lease ran out before a renewal confirmed it
+   * (a paused process finds out as it resumes, before the handler's own
+   * timers run), or a renewal found it finished or interrupted by another
+   * replica. Call it after `reserve` answered reserved, before `complete`.
+   * Storage no other process can open may answer a signal that never aborts.
+   */
+  leaseSignal(executionId: string): AbortSignal;
   /** Finishes a reservation this process holds: effect, result and receipt in one transaction. */
   complete(executionId: string, completion: Completion): Promise<FinishedExecution>;
   /**

@@ -198,8 +198,8 @@ class BatchState {
     if (counters.length > 0) await tx.writeCounters(counters);
   }
 
-  /** After the batch's rows are written: a lease renewal counts what its owner still holds. */
-  renew(tx: LedgerTransaction, write: Extract<LedgerWrite, { kind: "renew" }>): Promise<number> {
+  /** After the batch's rows are written: a lease renewal names what its owner still holds. */
+  renew(tx: LedgerTransaction, write: Extract<LedgerWrite, { kind: "renew" }>): Promise<string[]> {
     return tx.renewLeases(write.owner, write.executionIds, write.untilMs);
   }
 }

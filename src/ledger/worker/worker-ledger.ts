@@ -217,6 +217,16 @@ export class WorkerLedger implements LedgerStore {
     return (await this.#call("clearFreeze", scope)) as boolean;
   }
 
+  /**
+   * Never aborts: the writer thread's ledger is a SQLite file this process
+   * holds with an exclusive lock, so no other process can take over a lease on
+   * it (its pending rows are interrupted at the next start, once this process
+   * is gone). Nothing to ask the writer thread.
+   */
+  leaseSignal(_executionId: string): AbortSignal {
+    return new AbortController().signal;
+  }
+
   /** Renews this process's leases from the writer thread; `onError` hears about failed renewals. */
   startLeases(onError: (error: unknown) => void): void {
     this.#leaseError = onError;
