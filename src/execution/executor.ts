@@ -262,11 +262,37 @@ export class Executor {
     if (reserved.kind !== "reserved") return this.#settleTaken(reservation, reserved);
     // The handler stops when this process loses the lease (another replica may have recorded the
     // execution interrupted); `complete` then answers that recorded outcome, if there is one.
-    const outcome = await this.#run(reservation, action, input, [store.leaseSignal(reservation.executionId)]);
-    return this.#recorded(
-      await guardStore(store.complete(reservation.executionId, outcome), this.#options.logger),
-      reservation,
-    );
+    const lease = store.leaseSignal(reservation.executionId);
+    const outcome = await this.#run(reservation, action, input, [lease]);
+    return this.#recorded(await this.#complete(reservation.executionId, outcome, lease.aborted), reservation);
+  }
+
+  /**
+   * Records an external handler's outcome. When this process lost the lease,
+   * the answer is whatever the ledger holds (another replica's `interrupted`,
+   * or this outcome if none swept it yet), and the storage that could not be
+   * reached (often why the lease was lost) is retried within the in-progress
+   * bound rather than answered 503 at once. A retry is safe: `complete` of a
+   * finished row answers that row.
+   */
+  async #complete(executionId: string, outcome: Completion, leaseLost: boolean): Promise<FinishedExecution> {
+    const { store, logger } = this.#options;
+    const deadline = Date.now() + this.#inProgressWaitMs();
+    for (let delay = 50; ; delay = Math.min(delay * 2, 500)) {
+      try {
+        return await guardStore(store.complete(executionId, outcome), logger);
+      } catch (error) {
+        const unavailable = isRejection(error) && error.reason === "store_unavailable";
+        if (!leaseLost || !unavailable || Date.now() + delay > deadline) throw error;
+        await new Promise((resolve) => setTimeout(resolve, delay));
+      }
+    }
+  }
+
+  /** How long a request waits for an execution running elsewhere (OPENEXEC_IN_PROGRESS_WAIT_MS). */
+  #inProgressWaitMs(): number {
+    const { inProgressWaitMs, actions, limits } = this.#options;
+    return inProgressWaitMs ?? actions.longestTimeoutMs(limits.handlerTimeoutMs) + 1000;
   }
 
   /** The nonce or the approval was already taken. */
@@ -282,14 +308,7 @@ export class Executor {
   }
 
   async #settleExisting(record: ExecutionRecord): Promise<Settled> {
-    const finished =
-      record.status === "pending"
-        ? await this.#awaitFinish(
-            record,
-            this.#options.inProgressWaitMs ??
-              this.#options.actions.longestTimeoutMs(this.#options.limits.handlerTimeoutMs) + 1000,
-          )
-        : record;
+    const finished = record.status === "pending" ? await this.#awaitFinish(record, this.#inProgressWaitMs()) : record;
     // A replay serves the stored result only if it is still the one the receipt signs (fail closed).
     if (finished.status === "executed" && !storedResultMatchesReceipt(finished)) {
       this.#options.logger.error(
