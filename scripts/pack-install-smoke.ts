@@ -7,7 +7,7 @@
 //   node --import tsx scripts/pack-install-smoke.ts          (.ci/run, after npm test)
 //   KEEP=1 node --import tsx scripts/pack-install-smoke.ts   keeps the scratch directory
 import { execFileSync, spawn } from "node:child_process";
-import { mkdtempSync, rmSync, writeFileSync } from "node:fs";
+import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { fileURLToPath } from "node:url";
@@ -41,7 +41,7 @@ async function main(): Promise<void> {
     const packed = run("npm", ["pack", "--pack-destination", dir, "--loglevel", "error"], root);
     const tarball = join(dir, packed.trim().split("\n").at(-1) ?? "");
     const project = join(dir, "project");
-    run("mkdir", ["-p", project], dir);
+    mkdirSync(project);
     writeFileSync(join(project, "package.json"), JSON.stringify({ name: "operator", private: true, type: "module" }));
     writeFileSync(join(project, "server.mjs"), serverSource);
     // better-sqlite3 compiles here (npm_config_nodedir, as .ci/run sets it, keeps node-gyp off the network).
@@ -66,29 +66,37 @@ async function main(): Promise<void> {
       });
       child.once("exit", (code) => reject(new Error(`the server exited with ${code}:\n${stderr}`)));
     });
+    let failure: unknown;
     try {
-      const response = await fetch(`${url}/execute`, {
-        method: "POST",
-        headers: { "content-type": "application/json" },
-        body: JSON.stringify({ action: "greet", payload: { name: "operator" }, nonce: "smoke-1" }),
-      });
-      const body = (await response.json()) as { status?: string; result?: unknown };
-      if (response.status !== 200 || body.status !== "executed") {
-        throw new Error(`Execute answered ${response.status}: ${JSON.stringify(body)}`);
-      }
-      if (JSON.stringify(body.result) !== JSON.stringify({ greeting: "hello operator" })) {
-        throw new Error(`unexpected result ${JSON.stringify(body.result)}`);
-      }
-    } finally {
-      const exited = new Promise<number | null>((resolve) => child.once("exit", resolve));
-      child.kill("SIGTERM");
-      const code = await exited;
-      if (code !== 0) throw new Error(`the server exited with ${code} on SIGTERM:\n${stderr}`);
+      await executeOnce(url);
+    } catch (error) {
+      failure = error;
     }
+    const exited = new Promise<number | null>((resolve) => child.once("exit", resolve));
+    child.kill("SIGTERM");
+    const code = await exited;
+    if (failure !== undefined) throw failure;
+    if (code !== 0) throw new Error(`the server exited with ${code} on SIGTERM:\n${stderr}`);
     process.stderr.write("pack-install-smoke: ok\n");
   } finally {
     if (process.env.KEEP === "1") process.stderr.write(`pack-install-smoke: kept ${dir}\n`);
     else rmSync(dir, { recursive: true, force: true });
+  }
+}
+
+/** One Execute of the operator's action over REST, answered executed with its result. */
+async function executeOnce(url: string): Promise<void> {
+  const response = await fetch(`${url}/execute`, {
+    method: "POST",
+    headers: { "content-type": "application/json" },
+    body: JSON.stringify({ action: "greet", payload: { name: "operator" }, nonce: "smoke-1" }),
+  });
+  const body = (await response.json()) as { status?: string; result?: unknown };
+  if (response.status !== 200 || body.status !== "executed") {
+    throw new Error(`Execute answered ${response.status}: ${JSON.stringify(body)}`);
+  }
+  if (JSON.stringify(body.result) !== JSON.stringify({ greeting: "hello operator" })) {
+    throw new Error(`unexpected result ${JSON.stringify(body.result)}`);
   }
 }
 
