@@ -162,7 +162,7 @@ export function createConnectListener(options: ConnectListenerOptions): RequestL
  * Registers every method on its own, with JSON options that know its input
  * type (strict-decoding.ts), instead of one set of options for all.
  */
-function strictRouter(router: ConnectRouter, maxJsonDepth: number): ConnectRouter {
+export function strictRouter(router: ConnectRouter, maxJsonDepth: number): ConnectRouter {
   const register = (method: DescMethod, impl: unknown, options: Partial<ConnectRouterOptions> | undefined) => {
     router.rpc(method, impl as never, { ...options, jsonOptions: strictJsonOptions(method.input, maxJsonDepth) });
   };
