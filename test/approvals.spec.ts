@@ -251,6 +251,40 @@ describe("clawshield mode", () => {
     assert.equal((await send({ nonce: "au-2", audience: "executor-1" })).status, 200);
   });
 
+  it("an executor without OPENEXEC_EXECUTOR_ID refuses every approval with an audience (approval_audience_mismatch)", async () => {
+    const anonymous = await startTestServer({
+      OPENEXEC_MODE: "clawshield",
+      CLAWSHIELD_TENANT_ID: "acme",
+      CLAWSHIELD_PUBLIC_KEY: governance.publicPem,
+    });
+    try {
+      const sendTo = async (request: Partial<ApprovalRequest> & { nonce: string }) => {
+        const { artifactBase64 } = await approve(request);
+        return postJson(`${anonymous.url}/execute`, {
+          action: "echo",
+          payload: { msg: "hello" },
+          nonce: request.nonce,
+          approval_artifact: artifactBase64,
+        });
+      };
+      // Whatever executor the approval names, this one has no id to match it: an audience is never "any".
+      for (const audience of ["executor-1", "undefined"]) {
+        const denied = await sendTo({ nonce: "anon-1", audience });
+        assert.equal(denied.status, 403, JSON.stringify(denied.body));
+        assert.equal(denied.body.reason, "approval_audience_mismatch");
+        const recorded = await anonymous.store.findById(denied.body.execution_id);
+        assert.ok(recorded !== undefined && recorded.status === "denied");
+        assert.equal(recorded.reason, "approval_audience_mismatch");
+      }
+      // Without an audience the approval is for any executor of the tenant, and the nonce is still unspent.
+      const ran = await sendTo({ nonce: "anon-1" });
+      assert.equal(ran.status, 200, JSON.stringify(ran.body));
+      assert.equal(ran.body.replayed, false);
+    } finally {
+      await anonymous.close();
+    }
+  });
+
   it("an approval reused with a fresh nonce: approval_nonce_mismatch", async () => {
     const { artifactBase64 } = await approve({ nonce: "fresh-1" });
     const first = await execute({

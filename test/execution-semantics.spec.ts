@@ -149,6 +149,26 @@ describe("exactly-once semantics", () => {
     }
   });
 
+  it("3b. the same nonce with the same payload but another action is a conflict, and nothing runs", async () => {
+    const payload = { ms: 1 };
+    const first = await execute({ action: "echo", payload, nonce: "sem-3b" });
+    assert.equal(first.status, 200);
+    const before = slowRuns;
+    // Only the action differs: the payload digest matches, so the action alone must make it a conflict.
+    const conflict = await execute({ action: "test.slow", payload, nonce: "sem-3b" });
+    assert.equal(conflict.status, 409, JSON.stringify(conflict.body));
+    assert.equal(conflict.body.code, "already_exists");
+    assert.equal(conflict.body.reason, "nonce_reused");
+    assert.equal(conflict.headers.get("openexec-reason"), "nonce_reused");
+    assert.equal(slowRuns, before, "the other action never ran");
+    const text = JSON.stringify(conflict.body);
+    assert.ok(!text.includes(first.body.id) && !text.includes(first.body.receipt));
+    // The nonce still belongs to the first request.
+    const again = await execute({ action: "echo", payload, nonce: "sem-3b" });
+    assert.equal(again.body.replayed, true);
+    assert.equal(again.body.id, first.body.id);
+  });
+
   it("4. duplicates that arrive while the first runs wait for it; the handler runs once", async () => {
     const before = slowRuns;
     const requests = Array.from({ length: 8 }, () =>

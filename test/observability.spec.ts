@@ -173,6 +173,31 @@ describe("metrics and access logs, over REST, Connect, gRPC and gRPC-web", () =>
     assert.equal(health?.rpc, "openexec.v1.InfoService/GetHealth");
     assert.ok(!logged.text().includes(secret), "no payload value in the log");
   });
+
+  it("logs no trace id from an invalid traceparent (W3C Trace Context), and a later version's by its first fields", async () => {
+    const trace = "4bf92f3577b34da6a3ce929d0e0e4736";
+    const parent = "00f067aa0ba902b7";
+    const cases: Array<[string, string | undefined]> = [
+      [`00-${trace.toUpperCase()}-${parent}-01`, undefined],
+      [`ff-${trace}-${parent}-01`, undefined],
+      [`00-${trace}-${"0".repeat(16)}-01`, undefined],
+      [`00-${trace}-${parent}-01-extra`, undefined],
+      [`cc-${trace}-${parent}-01-extra`, trace],
+    ];
+    const url = logged.server.url;
+    for (const [index, [traceparent]] of cases.entries()) {
+      assert.equal((await fetch(`${url}/trace-case-${index}`, { headers: { traceparent } })).status, 404);
+    }
+    for (const [index, [traceparent, expected]] of cases.entries()) {
+      let line: Record<string, unknown> | undefined;
+      for (let attempt = 0; attempt < 100 && line === undefined; attempt++) {
+        line = logged.lines().find((l) => l.msg === "request" && l.path === `/trace-case-${index}`);
+        if (line === undefined) await new Promise((resolve) => setTimeout(resolve, 10));
+      }
+      assert.ok(line !== undefined, `an access-log line for ${traceparent}`);
+      assert.equal(line.trace_id, expected, traceparent);
+    }
+  });
 });
 
 describe("refusals before the method runs", () => {

@@ -1,12 +1,16 @@
 import assert from "node:assert/strict";
 import http2 from "node:http2";
 import { after, before, describe, it } from "node:test";
+import { create, fromBinary, toBinary, toJson } from "@bufbuild/protobuf";
 import { Code, ConnectError, createClient, type Interceptor } from "@connectrpc/connect";
 import { findTrailerError } from "@connectrpc/connect/protocol-grpc";
 import { createConnectTransport, createGrpcTransport, createGrpcWebTransport } from "@connectrpc/connect-node";
+import { ServerReflectionRequestSchema } from "../gen/grpc/reflection/v1/reflection_pb.js";
 import { ErrorDetailSchema } from "../gen/openexec/v1/error_pb.js";
+import { ExecuteRequestSchema, ExecuteResponseSchema } from "../gen/openexec/v1/execution_pb.js";
 import { InfoService } from "../gen/openexec/v1/info_pb.js";
 import { type AnyJson, type ProtocolName, protocols } from "./support/clients.js";
+import { envelope, grpcCall, grpcWebCall } from "./support/raw-rpc.js";
 import { startTestServer, type TestServer } from "./support/test-server.js";
 
 /** A generated client whose calls go to `path` instead of the method's own. */
@@ -258,5 +262,89 @@ describe("refusals before an RPC runs speak the request's protocol", () => {
     const options = await fetch(`${server.url}/openexec.v1.InfoService/GetHealth`, { method: "OPTIONS" });
     assert.equal(options.status, 405);
     assert.equal(options.headers.get("allow"), "POST, GET");
+  });
+});
+
+describe("a gRPC frame flagged other than 0 or 1 is refused, and nothing runs", () => {
+  const execute = "/openexec.v1.ExecutionService/Execute";
+  const servers: Array<{ name: string; server: TestServer }> = [];
+  before(async () => {
+    const env = { OPENEXEC_ALLOWED_ACTIONS: "echo,counter.add" };
+    servers.push({ name: "lean path on", server: await startTestServer(env) });
+    servers.push({
+      name: "OPENEXEC_LEAN_UNARY=off",
+      server: await startTestServer({ ...env, OPENEXEC_LEAN_UNARY: "off" }),
+    });
+  });
+  after(async () => {
+    await Promise.all(servers.map(({ server }) => server.close()));
+  });
+
+  const addition = (key: string, delta: number, nonce: string) =>
+    toBinary(
+      ExecuteRequestSchema,
+      create(ExecuteRequestSchema, { action: "counter.add", payload: { key, delta }, nonce }),
+    );
+  const grpcJson = (key: string, delta: number, nonce: string) =>
+    new TextEncoder().encode(JSON.stringify({ action: "counter.add", payload: { key, delta }, nonce }));
+  const transports = [
+    { wire: "gRPC", contentType: "application/grpc", call: grpcCall, message: addition },
+    { wire: "gRPC+json", contentType: "application/grpc+json", call: grpcCall, message: grpcJson },
+    { wire: "gRPC-web", contentType: "application/grpc-web+proto", call: grpcWebCall, message: addition },
+  ] as const;
+
+  for (const index of [0, 1]) {
+    for (const { wire, contentType, call, message } of transports) {
+      for (const flags of [0x02, 0x80, 0x03, 0x81]) {
+        it(`${wire}, flag ${flags} (${index === 0 ? "lean path on" : "OPENEXEC_LEAN_UNARY=off"}): INVALID_ARGUMENT body_malformed, no delta applied, nonce unspent`, async () => {
+          const { server } = servers[index] ?? assert.fail();
+          const key = `${wire}-${flags}`;
+          const nonce = `flagged-${wire}-${flags}`.replace(/[^A-Za-z0-9._:-]/g, "_");
+          const refused = await call(server.url, execute, contentType, envelope(message(key, 5, nonce), flags));
+          assert.equal(refused.code, "invalid_argument", refused.message);
+          assert.equal(refused.reason, "body_malformed");
+          assert.equal(refused.detailReason, "body_malformed");
+          assert.equal(
+            refused.message,
+            `malformed request: a gRPC frame's compressed flag must be 0 or 1, not ${flags}`,
+          );
+          // The same request, framed properly, runs for the first time: the delta of 5 was never applied.
+          const ran = await grpcCall(server.url, execute, "application/grpc", envelope(addition(key, 1, nonce)));
+          assert.equal(ran.code, "ok", ran.message);
+          const response = toJson(ExecuteResponseSchema, fromBinary(ExecuteResponseSchema, ran.body)) as AnyJson;
+          assert.equal(response.replayed, undefined, "not a replay");
+          assert.deepEqual(response.result, { key, value: 1 });
+        });
+      }
+    }
+  }
+
+  it("gRPC-web: a 0x80 frame before a good one is refused, not skipped", async () => {
+    const { server } = servers[1] ?? assert.fail();
+    const good = envelope(addition("skip", 5, "skip-1"));
+    const body = Buffer.concat([envelope(new Uint8Array(), 0x80), good]);
+    const refused = await grpcWebCall(server.url, execute, "application/grpc-web+proto", body);
+    assert.equal(refused.reason, "body_malformed");
+    const ran = await grpcCall(server.url, execute, "application/grpc", envelope(addition("skip", 1, "skip-2")));
+    assert.deepEqual((toJson(ExecuteResponseSchema, fromBinary(ExecuteResponseSchema, ran.body)) as AnyJson).result, {
+      key: "skip",
+      value: 1,
+    });
+  });
+
+  it("a stream (gRPC reflection): a frame flagged 2 is refused", async () => {
+    const { server } = servers[0] ?? assert.fail();
+    const request = toBinary(
+      ServerReflectionRequestSchema,
+      create(ServerReflectionRequestSchema, { messageRequest: { case: "listServices", value: "" } }),
+    );
+    const path = "/grpc.reflection.v1.ServerReflection/ServerReflectionInfo";
+    const refused = await grpcCall(server.url, path, "application/grpc", envelope(request, 2));
+    assert.equal(refused.code, "invalid_argument", refused.message);
+    assert.equal(refused.reason, "body_malformed");
+    assert.equal(refused.body.length, 0, "no answer to the flagged frame");
+    const answered = await grpcCall(server.url, path, "application/grpc", envelope(request));
+    assert.equal(answered.code, "ok");
+    assert.ok(answered.body.length > 0);
   });
 });

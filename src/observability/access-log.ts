@@ -2,6 +2,7 @@ import { createContextKey } from "@connectrpc/connect";
 import type { Logger } from "../log/logger.js";
 import type { RequestListener } from "../transport/http-server.js";
 import type { NodeRequest } from "../transport/request-body.js";
+import { parseTraceparent } from "./traceparent.js";
 
 /**
  * What one request's access-log line says, filled in as the request goes:
@@ -34,7 +35,7 @@ export const accessRecordKey = createContextKey<AccessRecord | undefined>(undefi
  * Wraps the server's request listener: one JSON line per request at info
  * level once its answer is sent (or the client went away): protocol, method
  * and path, RPC, HTTP status, Connect code, reason, duration, execution id and
- * receipt digest, and the W3C trace id when a `traceparent` header is sent.
+ * receipt digest, and the W3C trace id when a valid `traceparent` header is sent.
  */
 export function withAccessLog(logger: Logger, listener: RequestListener): RequestListener {
   return (req, res) => {
@@ -74,14 +75,11 @@ function httpProtocolOf(req: NodeRequest): string {
   return "http";
 }
 
-const traceparent = /^[0-9a-f]{2}-([0-9a-f]{32})-[0-9a-f]{16}-[0-9a-f]{2}$/;
-
-/** The trace id of a valid W3C `traceparent` header (not all zeros), if one was sent. */
+/** The trace id of a valid W3C `traceparent` header (traceparent.ts), if one was sent; an invalid one is ignored. */
 function traceOf(req: NodeRequest): { trace_id?: string } {
   const header = req.headers.traceparent;
-  const match = typeof header === "string" ? traceparent.exec(header.trim().toLowerCase()) : null;
-  const id = match?.[1];
-  return id === undefined || /^0+$/.test(id) ? {} : { trace_id: id };
+  const parsed = parseTraceparent(typeof header === "string" ? header : undefined);
+  return parsed === undefined ? {} : { trace_id: parsed.traceId };
 }
 
 function headerText(value: number | string | string[] | undefined): string | undefined {

@@ -36,6 +36,7 @@ import { Rejection } from "../errors/reason.js";
 import type { Logger } from "../log/logger.js";
 import { accessRecordKey, accessRecordOf } from "../observability/access-log.js";
 import type { UnreachedObserver } from "../observability/rpc-observer.js";
+import { carriesEnvelopes, withCheckedEnvelopeFlags } from "./envelope-flags.js";
 import { type NodeResponse, writeRejection } from "./http-errors.js";
 import { clientWentAway, type RequestListener } from "./http-server.js";
 import { createLeanUnary } from "./lean-unary.js";
@@ -74,6 +75,8 @@ const compressions: readonly Compression[] = [compressionGzip, compressionBrotli
  *   Value numbers checked before protobuf-es decodes it;
  * - a request connect cannot even read (e.g. HTTP/1.0 without Host) gets a 400
  *   instead of an exception;
+ * - a gRPC or gRPC-web frame flagged other than 0 or 1 is refused, never read
+ *   as an uncompressed message (envelope-flags.ts);
  * - whatever the protocol layer cannot decode, which connect-es reports as
  *   INTERNAL ("parse binary") or as INVALID_ARGUMENT without a reason, is
  *   answered as INVALID_ARGUMENT with a reason, an ErrorDetail and
@@ -121,7 +124,7 @@ export function createConnectListener(options: ConnectListenerOptions): RequestL
       ? precheckBinary(handler.method, universalRequest, contextValues, readMaxBytes)
       : Promise.resolve(universalRequest)
     )
-      .then((request) => handler(request))
+      .then((request) => handler(checkedEnvelopes(request)))
       .then((response) => {
         if (!unary) return response;
         const reached = contextValues.get(handlerReachedKey);
@@ -156,6 +159,14 @@ export function createConnectListener(options: ConnectListenerOptions): RequestL
     if (lean?.(req, res, handler.method, (body) => viaConnect(req, res, handler, body)) === true) return;
     viaConnect(req, res, handler);
   };
+}
+
+/** A gRPC or gRPC-web request whose body refuses frames flagged other than 0 or 1 (envelope-flags.ts). */
+function checkedEnvelopes(request: UniversalServerRequest): UniversalServerRequest {
+  const body = request.body;
+  if (!carriesEnvelopes(request.header.get("content-type"))) return request;
+  if (typeof body !== "object" || body === null || !(Symbol.asyncIterator in body)) return request;
+  return { ...request, body: withCheckedEnvelopeFlags(body as AsyncIterable<Uint8Array>) };
 }
 
 /**

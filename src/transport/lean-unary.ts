@@ -302,7 +302,11 @@ function contentLengthOf(req: NodeRequest): number | undefined | null {
   return /^\d{1,15}$/.test(value) ? Number(value) : null;
 }
 
-/** The one uncompressed message of a gRPC body, or undefined when it holds anything else. */
+/**
+ * The one uncompressed message of a gRPC body, or undefined when it holds
+ * anything else: a frame flagged other than 0 (compressed, or the malformed
+ * flags connect-adapter.ts refuses, see envelope-flags.ts) is connect-es's.
+ */
 function unframe(body: Uint8Array, readMaxBytes: number): Uint8Array | undefined {
   if (body.length < 5 || body[0] !== 0) return undefined;
   const length = new DataView(body.buffer, body.byteOffset + 1, 4).getUint32(0);
