@@ -308,6 +308,15 @@ describe("openexec/server: createOpenExecHandler on the operator's own servers",
     await openexec.close();
     dir.cleanup();
   });
+  /** An adapter's fallback: the operator's own path, then OpenExec's REST paths. */
+  const operatorThenOpenExec: OpenExecHandler["handler"] = (req, res) => {
+    if (req.url === "/operator") {
+      res.writeHead(200, { "content-type": "text/plain" });
+      res.end("operator");
+      return;
+    }
+    openexec.handler(req, res);
+  };
 
   it("on http2.createServer (h2c): Connect over HTTP/2 and gRPC", async () => {
     const server = http2.createServer(openexec.handler);
@@ -343,14 +352,7 @@ describe("openexec/server: createOpenExecHandler on the operator's own servers",
         openexec.routes(router);
       },
       // The operator's own path, then OpenExec's REST paths.
-      fallback: (req, res) => {
-        if (req.url === "/operator") {
-          res.writeHead(200, { "content-type": "text/plain" });
-          res.end("operator");
-          return;
-        }
-        openexec.handler(req, res);
-      },
+      fallback: operatorThenOpenExec,
     });
     const server = http2.createServer(adapter);
     servers.push(server);
@@ -366,14 +368,7 @@ describe("openexec/server: createOpenExecHandler on the operator's own servers",
   it("mounted, the REST paths and the operator's path answer over HTTP/1.1", async () => {
     const adapter = connectNodeAdapter({
       routes: openexec.routes,
-      fallback: (req, res) => {
-        if (req.url === "/operator") {
-          res.writeHead(200, { "content-type": "text/plain" });
-          res.end("operator");
-          return;
-        }
-        openexec.handler(req, res);
-      },
+      fallback: operatorThenOpenExec,
     });
     const server = http.createServer(adapter);
     servers.push(server);
