@@ -3,6 +3,7 @@ import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { dirname, join } from "node:path";
 import { after, describe, it } from "node:test";
+import { fileURLToPath } from "node:url";
 import { checkLayers, formatReport, importSpecifiers } from "../scripts/layers.js";
 
 const fixtures = mkdtempSync(join(tmpdir(), "openexec-layers-"));
@@ -17,6 +18,15 @@ function tree(name: string, files: Record<string, string>): string {
   }
   return root;
 }
+
+describe("layers", () => {
+  it("src/ has no import cycle, between files or between top-level folders", () => {
+    const root = fileURLToPath(new URL("..", import.meta.url));
+    const report = checkLayers(root);
+    const text = formatReport(report);
+    assert.equal(text, "", `import cycles under src/ (STYLE.md: the folders depend one way):\n${text}`);
+  });
+});
 
 describe("layers check", () => {
   it("reads imports, type-only imports, re-exports and dynamic imports", () => {
