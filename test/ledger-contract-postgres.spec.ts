@@ -1,9 +1,10 @@
 import assert from "node:assert/strict";
 import { createHash, generateKeyPairSync } from "node:crypto";
 import { describe, it } from "node:test";
+import type { LedgerWrite } from "../src/ledger/ledger-write.js";
 import type { LedgerStorage } from "../src/ledger/ports.js";
 import { openPostgresStorage, type PostgresConnectionOptions } from "../src/ledger/postgres-storage.js";
-import { LedgerRecorder, type LedgerWrite } from "../src/ledger/recorder.js";
+import { LedgerRecorder } from "../src/ledger/recorder.js";
 import { loadReceiptKey } from "../src/receipts/receipt-key.js";
 import { ledgerContract } from "./ledger-contract.js";
 import { adminQuery, freshSchema, type PostgresSchema, postgresSkipReason } from "./support/postgres.js";

@@ -3,15 +3,15 @@ import { createHash, generateKeyPairSync } from "node:crypto";
 import { after, before, describe, it } from "node:test";
 import { fromBinary } from "@bufbuild/protobuf";
 import { ExecutionStatus, ReceiptSchema } from "../gen/openexec/v1/receipt_pb.js";
+import type {
+  LedgerCompletion,
+  LedgerWrite,
+  ReservationFacts,
+  WriteOutcome,
+  WriteResult,
+} from "../src/ledger/ledger-write.js";
 import type { ExecutionRow, LedgerStorage, LedgerTransaction } from "../src/ledger/ports.js";
-import {
-  type LedgerCompletion,
-  LedgerRecorder,
-  type LedgerWrite,
-  type ReservationFacts,
-  type WriteOutcome,
-  type WriteResult,
-} from "../src/ledger/recorder.js";
+import { LedgerRecorder } from "../src/ledger/recorder.js";
 import { verifyReceiptSignature } from "../src/receipts/receipt.js";
 import { loadReceiptKey } from "../src/receipts/receipt-key.js";
 import { parseSignedCheckpoint } from "../src/tlog/checkpoint.js";

@@ -3,11 +3,11 @@ import type { Value } from "@bufbuild/protobuf/wkt";
 import { ValueSchema } from "@bufbuild/protobuf/wkt";
 import type { ServiceImpl } from "@connectrpc/connect";
 import type { ExecutionService } from "../../gen/openexec/v1/execution_pb.js";
+import type { TransparencyLog } from "../evidence/transparency-log.js";
+import { verifyStoredReceipt } from "../evidence/verify-stored-receipt.js";
 import type { Executor } from "../execution/executor.js";
 import type { RequestLimits } from "../execution/request-limits.js";
 import type { LedgerStore } from "../ledger/store.js";
-import type { TransparencyLog } from "../receipts/transparency-log.js";
-import { verifyStoredReceipt } from "../receipts/verify-stored-receipt.js";
 import type { VerificationKey } from "../signing/ed25519-keys.js";
 import { toExecuteResponse } from "./execute-response.js";
 

@@ -6,10 +6,10 @@ import { ServerReflection as ServerReflectionV1alpha } from "../../gen/grpc/refl
 import { ExecutionService } from "../../gen/openexec/v1/execution_pb.js";
 import { InfoService } from "../../gen/openexec/v1/info_pb.js";
 import { TransparencyLogService } from "../../gen/openexec/v1/transparency_log_pb.js";
+import type { TransparencyLog } from "../evidence/transparency-log.js";
 import type { Executor } from "../execution/executor.js";
 import type { RequestLimits } from "../execution/request-limits.js";
 import type { LedgerStore } from "../ledger/store.js";
-import type { TransparencyLog } from "../receipts/transparency-log.js";
 import type { VerificationKey } from "../signing/ed25519-keys.js";
 import { createExecutionService } from "./execution-service.js";
 import { createHealthService } from "./health-service.js";

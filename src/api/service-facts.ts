@@ -16,7 +16,7 @@ import {
   type ListActionsResponse,
   ListActionsResponseSchema,
 } from "../../gen/openexec/v1/info_pb.js";
-import type { ExecMode } from "../config/server-config.js";
+import type { ExecMode } from "../approval/approval-gate.js";
 import type { Freeze } from "../ledger/store.js";
 import { apiPackage, openexecVersion } from "../version.js";
 

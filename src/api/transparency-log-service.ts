@@ -6,9 +6,9 @@ import {
   type TransparencyLogService,
 } from "../../gen/openexec/v1/transparency_log_pb.js";
 import { Rejection } from "../errors/reason.js";
+import { issuedReceipt, logIndexOf, receiptBundle } from "../evidence/receipt-bundle.js";
+import type { InclusionProofAnswer, TransparencyLog } from "../evidence/transparency-log.js";
 import type { LedgerStore } from "../ledger/store.js";
-import { issuedReceipt, logIndexOf, receiptBundle } from "../receipts/receipt-bundle.js";
-import type { InclusionProofAnswer, TransparencyLog } from "../receipts/transparency-log.js";
 import { signedReceiptOf } from "./execute-response.js";
 
 /** openexec.v1.TransparencyLogService: checkpoints, proofs and offline-verification bundles. */

@@ -1,16 +1,8 @@
 import type { ApprovalUse } from "../ledger/store.js";
-import { type ApprovalPolicy, verifyApproval } from "./verify-approval.js";
+import { type ApprovalPolicy, type ApprovalSubject, verifyApproval } from "./verify-approval.js";
 
-/** What an approval is checked against: the request as received. */
-export interface ApprovalSubject {
-  readonly tenantId: string;
-  readonly action: string;
-  readonly nonce: string;
-  /** SHA-256 of the canonical encoding of the request payload. */
-  readonly payloadDigest: Buffer;
-  /** The serialised SignedEnvelope from the request; empty when absent. */
-  readonly artifact: Uint8Array;
-}
+/** OPENEXEC_MODE: which gate runs, demoApprovalGate or clawshieldApprovalGate. */
+export type ExecMode = "demo" | "clawshield";
 
 export type ApprovalDecision =
   /** Demo mode: no approval is asked for. */

@@ -5,7 +5,17 @@ import type { ApprovalUse } from "../ledger/store.js";
 import { preAuthEncoding } from "../signing/dsse.js";
 import { isStrictSignatureShape, type VerificationKey } from "../signing/ed25519-keys.js";
 import { decodeArtifact } from "./approval-artifact.js";
-import type { ApprovalSubject } from "./approval-gate.js";
+
+/** What an approval is checked against: the request as received. */
+export interface ApprovalSubject {
+  readonly tenantId: string;
+  readonly action: string;
+  readonly nonce: string;
+  /** SHA-256 of the canonical encoding of the request payload. */
+  readonly payloadDigest: Buffer;
+  /** The serialised SignedEnvelope from the request; empty when absent. */
+  readonly artifact: Uint8Array;
+}
 
 /** What clawshield mode checks approvals against. */
 export interface ApprovalPolicy {

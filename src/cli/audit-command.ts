@@ -1,5 +1,5 @@
 import { parseArgs } from "node:util";
-import { auditLedger } from "../receipts/audit-ledger.js";
+import { auditLedger } from "../evidence/audit-ledger.js";
 import { openLedgerReadOnly, receiptPublicKey } from "./ledger-access.js";
 
 export const auditHelp = `Usage: openexec audit [--db URL] [--key PUBLIC_KEY_PEM]

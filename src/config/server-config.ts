@@ -1,5 +1,6 @@
 import { readFileSync } from "node:fs";
 import { isValidActionName } from "../actions/action.js";
+import type { ExecMode } from "../approval/approval-gate.js";
 import type { ApprovalPolicy } from "../approval/verify-approval.js";
 import { defaultRequestLimits, type RequestLimits } from "../execution/request-limits.js";
 import { type DatabaseLocation, DatabaseUrlError, parseDatabaseUrl } from "../ledger/database-url.js";
@@ -7,8 +8,6 @@ import { type LogLevel, logLevels } from "../log/logger.js";
 import { type ConnectionLimits, defaultConnectionLimits } from "../transport/http-server.js";
 import { loadApprovalKeys } from "./approval-keys.js";
 import { parseCorsOrigins } from "./cors-origins.js";
-
-export type ExecMode = "demo" | "clawshield";
 
 /** Everything `openexec serve` runs with, validated. */
 export interface ServerConfig {

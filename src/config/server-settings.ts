@@ -1,5 +1,5 @@
+import type { ExecMode } from "../approval/approval-gate.js";
 import type { LogLevel } from "../log/logger.js";
-import type { ExecMode } from "./server-config.js";
 
 /**
  * The server's settings as a program passes them: each is the environment

@@ -6,14 +6,9 @@ import type { NoteSigner } from "../tlog/checkpoint.js";
 import { inclusionPlan, type LeafRange } from "../tlog/proof-plan.js";
 import { proofFromTiles } from "../tlog/tiled-tree.js";
 import { isStorageFault, LeaseLostError, LedgerBugError, StoreUnavailableError } from "./errors.js";
+import type { LedgerWrite, ReservationFacts, WriteOutcome } from "./ledger-write.js";
 import type { CheckpointRow, DenialRow, ExecutionRow, LedgerStorage, ReceiptRow } from "./ports.js";
-import {
-  LedgerRecorder,
-  type LedgerWrite,
-  type ReceiptIssuer,
-  type ReservationFacts,
-  type WriteOutcome,
-} from "./recorder.js";
+import { LedgerRecorder, type ReceiptIssuer } from "./recorder.js";
 import type {
   CommitStats,
   Completion,

@@ -3,8 +3,8 @@ import type { FailureReason, RejectionReason } from "../errors/reason.js";
 import type { EncodedReceipt } from "../receipts/receipt.js";
 import type { NoteSigner } from "../tlog/checkpoint.js";
 import type { LeafRange } from "../tlog/proof-plan.js";
+import type { LedgerEffect } from "./ledger-write.js";
 import type { FreezeRow } from "./ports.js";
-import type { LedgerEffect } from "./recorder.js";
 
 export { isStoreFailure, LedgerBugError, StoreUnavailableError } from "./errors.js";
 

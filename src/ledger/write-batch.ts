@@ -3,6 +3,7 @@ import { ExecutionStatus } from "../../gen/openexec/v1/receipt_pb.js";
 import { canonicalJsonDigest } from "../json/canonical-digest.js";
 import type { ReceiptFacts } from "../receipts/receipt.js";
 import { LedgerBugError } from "./errors.js";
+import type { LedgerCompletion, LedgerWrite, ReservationFacts, WriteResult } from "./ledger-write.js";
 import type {
   ApprovalKey,
   CounterRow,
@@ -14,7 +15,6 @@ import type {
   LedgerTransaction,
   ReceiptRow,
 } from "./ports.js";
-import type { LedgerCompletion, LedgerWrite, ReservationFacts, WriteResult } from "./recorder.js";
 
 /** Encodes and signs a receipt at the log's next index, and notes its leaf. */
 export type IssueReceipt = (

@@ -1,7 +1,6 @@
 import { createContextKey } from "@connectrpc/connect";
+import type { NodeRequest, RequestListener } from "../http/node-http.js";
 import type { Logger } from "../log/logger.js";
-import type { RequestListener } from "../transport/http-server.js";
-import type { NodeRequest } from "../transport/request-body.js";
 import { parseTraceparent } from "./traceparent.js";
 
 /**

@@ -10,7 +10,7 @@ import { createApp } from "../server/app.js";
 import { startServer } from "../server.js";
 import type { Action } from "./actions.js";
 
-export type { ExecMode } from "../config/server-config.js";
+export type { ExecMode } from "../approval/approval-gate.js";
 export { ConfigError } from "../config/server-config.js";
 export type { ServerSettings } from "../config/server-settings.js";
 export type { LogLevel } from "../log/logger.js";

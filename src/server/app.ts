@@ -13,13 +13,13 @@ import { createUnaryCaller } from "../api/unary-caller.js";
 import { clawshieldApprovalGate, demoApprovalGate } from "../approval/approval-gate.js";
 import type { ServerConfig } from "../config/server-config.js";
 import { Executor } from "../execution/executor.js";
+import type { RequestListener } from "../http/node-http.js";
 import type { LedgerStore } from "../ledger/store.js";
 import type { Logger } from "../log/logger.js";
 import { ServerMetrics } from "../observability/metrics.js";
-import { listenMetrics } from "../observability/metrics-endpoint.js";
 import { observingInterceptor } from "../observability/rpc-observer.js";
 import { strictRouter } from "../transport/connect-adapter.js";
-import type { RequestListener } from "../transport/http-server.js";
+import { listenMetrics } from "../transport/metrics-endpoint.js";
 import { openLedger } from "./open-ledger.js";
 import { createRequestListener } from "./request-listener.js";
 

@@ -1,4 +1,5 @@
 import type { ServerConfig } from "../config/server-config.js";
+import { TransparencyLog } from "../evidence/transparency-log.js";
 import { controlFilePath } from "../freeze/control-file.js";
 import { FreezeWatch } from "../freeze/freeze-watch.js";
 import { PostgresLedgerStore } from "../ledger/postgres-store.js";
@@ -7,7 +8,6 @@ import type { LedgerStore } from "../ledger/store.js";
 import { WorkerLedger } from "../ledger/worker/worker-ledger.js";
 import type { Logger } from "../log/logger.js";
 import { loadReceiptKey, type ReceiptKey } from "../receipts/receipt-key.js";
-import { TransparencyLog } from "../receipts/transparency-log.js";
 
 /** The ledger a server runs on, opened and checked: the store, its transparency log, the freezes. */
 export interface OpenLedger {

@@ -2,18 +2,17 @@ import type { ConnectRouter, Interceptor } from "@connectrpc/connect";
 import type { UnaryCaller } from "../api/unary-caller.js";
 import type { ServerConfig } from "../config/server-config.js";
 import { Rejection } from "../errors/reason.js";
+import type { NodeRequest, RequestListener } from "../http/node-http.js";
 import type { LedgerStore } from "../ledger/store.js";
 import type { Logger } from "../log/logger.js";
 import { withAccessLog } from "../observability/access-log.js";
 import type { ServerMetrics } from "../observability/metrics.js";
-import { serveMetrics } from "../observability/metrics-endpoint.js";
 import { observingUnreached } from "../observability/rpc-observer.js";
 import { createConnectListener } from "../transport/connect-adapter.js";
 import { createCors } from "../transport/cors.js";
 import { writeRejection } from "../transport/http-errors.js";
-import type { RequestListener } from "../transport/http-server.js";
+import { serveMetrics } from "../transport/metrics-endpoint.js";
 import { ProtocolRejections } from "../transport/protocol-rejection.js";
-import type { NodeRequest } from "../transport/request-body.js";
 import { createRestRoutes, serveRest } from "../transport/rest-routes.js";
 
 export interface RequestListenerDependencies {

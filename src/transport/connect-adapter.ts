@@ -33,14 +33,14 @@ import {
 } from "../api/connect-errors.js";
 import type { UnaryCaller } from "../api/unary-caller.js";
 import { Rejection } from "../errors/reason.js";
+import type { NodeRequest, NodeResponse, RequestListener } from "../http/node-http.js";
 import type { Logger } from "../log/logger.js";
 import { accessRecordKey, accessRecordOf } from "../observability/access-log.js";
 import type { UnreachedObserver } from "../observability/rpc-observer.js";
 import { carriesEnvelopes, withCheckedEnvelopeFlags } from "./envelope-flags.js";
-import { type NodeResponse, writeRejection } from "./http-errors.js";
-import { clientWentAway, type RequestListener } from "./http-server.js";
+import { writeRejection } from "./http-errors.js";
+import { clientWentAway } from "./http-server.js";
 import { createLeanUnary } from "./lean-unary.js";
-import type { NodeRequest } from "./request-body.js";
 import { binaryRefusal, strictJsonOptions } from "./strict-decoding.js";
 
 export interface ConnectListenerOptions extends ConnectRouterOptions {

@@ -1,8 +1,8 @@
 import { cors as connectCors } from "@connectrpc/connect";
 import { reasonHeader } from "../api/connect-errors.js";
 import { Rejection } from "../errors/reason.js";
-import { type NodeResponse, writeRejection } from "./http-errors.js";
-import type { NodeRequest } from "./request-body.js";
+import type { NodeRequest, NodeResponse } from "../http/node-http.js";
+import { writeRejection } from "./http-errors.js";
 
 /**
  * What a preflight allows, as connect-web and gRPC-web clients need it

@@ -1,5 +1,3 @@
-import type { ServerResponse } from "node:http";
-import type { Http2ServerResponse } from "node:http2";
 import { toJson } from "@bufbuild/protobuf";
 import { Code, type ConnectError } from "@connectrpc/connect";
 import { codeToHttpStatus } from "@connectrpc/connect/protocol-connect";
@@ -7,8 +5,7 @@ import { SignedEnvelopeSchema } from "../../gen/openexec/v1/envelope_pb.js";
 import { ErrorDetailSchema } from "../../gen/openexec/v1/error_pb.js";
 import { reasonHeader, reasonOf, rejectionToConnectError } from "../api/connect-errors.js";
 import type { Rejection, RejectionReason } from "../errors/reason.js";
-
-export type NodeResponse = ServerResponse | Http2ServerResponse;
+import type { NodeResponse } from "../http/node-http.js";
 
 /**
  * Reasons whose HTTP status is more precise than their Connect code's. The

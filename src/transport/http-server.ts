@@ -2,11 +2,8 @@ import { Server as Http1Server } from "node:http";
 import { constants as http2Constants, type ServerHttp2Session, type ServerHttp2Stream } from "node:http2";
 import type { AddressInfo, Socket } from "node:net";
 import { createServer, type Server } from "@httptoolkit/httpolyglot";
+import type { NodeRequest, NodeResponse, RequestListener } from "../http/node-http.js";
 import type { Logger } from "../log/logger.js";
-import type { NodeResponse } from "./http-errors.js";
-import type { NodeRequest } from "./request-body.js";
-
-export type RequestListener = (req: NodeRequest, res: NodeResponse) => void;
 
 /** How long connections may take and how many there may be (docs/CONFIGURATION.md, "Connections"). */
 export interface ConnectionLimits {

@@ -22,11 +22,11 @@ import {
 import { callContextOf } from "../api/call-context.js";
 import { handlerReachedKey, protocolErrorAsRejection, reasonOf } from "../api/connect-errors.js";
 import type { UnaryCaller } from "../api/unary-caller.js";
+import type { NodeRequest, NodeResponse } from "../http/node-http.js";
 import type { Logger } from "../log/logger.js";
 import { accessRecordKey, accessRecordOf } from "../observability/access-log.js";
-import type { NodeResponse } from "./http-errors.js";
 import { clientWentAway } from "./http-server.js";
-import { type NodeRequest, webHeadersOf } from "./request-body.js";
+import { webHeadersOf } from "./request-body.js";
 import { binaryRefusal } from "./strict-decoding.js";
 
 /** Hands a request the lean path took but will not answer to connect-es, with the body bytes it already read. */

@@ -1,8 +1,8 @@
 import { Rejection } from "../errors/reason.js";
+import type { NodeResponse } from "../http/node-http.js";
 import type { LedgerStore } from "../ledger/store.js";
 import { hashSize } from "../tlog/merkle-tree.js";
 import { parseTilePath, tileWidth } from "../tlog/tile-path.js";
-import type { NodeResponse } from "./http-errors.js";
 
 /** Entry bundles are sequences of uint16-length-prefixed entries: an entry is at most this long. */
 const maxEntryBytes = 0xffff;

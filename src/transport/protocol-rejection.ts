@@ -9,8 +9,8 @@ import {
 import { setTrailerStatus } from "@connectrpc/connect/protocol-grpc";
 import { rejectionToConnectError } from "../api/connect-errors.js";
 import { Rejection } from "../errors/reason.js";
-import { type NodeResponse, writeRejection } from "./http-errors.js";
-import type { NodeRequest } from "./request-body.js";
+import type { NodeRequest, NodeResponse } from "../http/node-http.js";
+import { writeRejection } from "./http-errors.js";
 
 /** The RPC protocol a request speaks, told apart by its headers as connect-es does. */
 export type RpcProtocol = "grpc" | "grpc-web" | "connect-unary" | "connect-stream";

@@ -1,8 +1,5 @@
-import type { IncomingMessage } from "node:http";
-import type { Http2ServerRequest } from "node:http2";
 import { Rejection } from "../errors/reason.js";
-
-export type NodeRequest = IncomingMessage | Http2ServerRequest;
+import type { NodeRequest } from "../http/node-http.js";
 
 /**
  * Reads a request body of at most `maxBytes`. A declared Content-Length over

@@ -4,15 +4,16 @@ import { decodingRefusalKey } from "../api/connect-errors.js";
 import type { UnaryCaller } from "../api/unary-caller.js";
 import { isRejection, Rejection } from "../errors/reason.js";
 import type { RequestLimits } from "../execution/request-limits.js";
+import type { NodeRequest, NodeResponse } from "../http/node-http.js";
 import { decodeUtf8, JsonSyntaxError, parseStrictJson } from "../json/strict-json.js";
 import { isStoreFailure, type LedgerStore } from "../ledger/store.js";
 import type { Logger } from "../log/logger.js";
 import { accessRecordKey, accessRecordOf } from "../observability/access-log.js";
 import { restCallKey } from "../observability/rpc-observer.js";
-import { type NodeResponse, writeConnectError, writeJson, writeRejection, writeText } from "./http-errors.js";
+import { writeConnectError, writeJson, writeRejection, writeText } from "./http-errors.js";
 import { clientWentAway } from "./http-server.js";
 import { serveLogTile } from "./log-tiles.js";
-import { isJsonContentType, type NodeRequest, readBody, webHeadersOf } from "./request-body.js";
+import { isJsonContentType, readBody, webHeadersOf } from "./request-body.js";
 import { type RestBinding, restBindings } from "./rest-bindings.js";
 
 export interface RestDependencies {

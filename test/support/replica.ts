@@ -1,8 +1,8 @@
 import type { ChildProcess } from "node:child_process";
 import { generateKeyPairSync } from "node:crypto";
 import { join } from "node:path";
+import { type AuditReport, auditLedger } from "../../src/evidence/audit-ledger.js";
 import { PostgresLedgerStore } from "../../src/ledger/postgres-store.js";
-import { type AuditReport, auditLedger } from "../../src/receipts/audit-ledger.js";
 import { parsePublicKeyPem } from "../../src/signing/ed25519-keys.js";
 import { packageRoot } from "../../src/version.js";
 import { adminQuery } from "./postgres.js";

@@ -1,9 +1,9 @@
 import { createServer, type Server } from "node:http";
 import type { AddressInfo } from "node:net";
 import { Rejection } from "../errors/reason.js";
-import { type NodeResponse, writeRejection } from "../transport/http-errors.js";
-import type { NodeRequest } from "../transport/request-body.js";
-import type { ServerMetrics } from "./metrics.js";
+import type { NodeRequest, NodeResponse } from "../http/node-http.js";
+import type { ServerMetrics } from "../observability/metrics.js";
+import { writeRejection } from "./http-errors.js";
 
 /** GET /metrics: the Prometheus text exposition; any other method is 405. */
 export async function serveMetrics(req: NodeRequest, res: NodeResponse, metrics: ServerMetrics): Promise<void> {

@@ -5,9 +5,9 @@ import { canonicalJsonDigest } from "../json/canonical-digest.js";
 import { CanonicalJsonError } from "../json/canonical-json.js";
 import { JsonSyntaxError, parseStrictJson } from "../json/strict-json.js";
 import type { LedgerStore } from "../ledger/store.js";
+import { type EncodedReceipt, sha256, verifyReceiptSignature } from "../receipts/receipt.js";
 import type { VerificationKey } from "../signing/ed25519-keys.js";
 import { leafHash, verifyInclusion } from "../tlog/merkle-tree.js";
-import { type EncodedReceipt, sha256, verifyReceiptSignature } from "./receipt.js";
 import type { TransparencyLog } from "./transparency-log.js";
 
 /** A receipt check as the original /receipts/verify took it. */

@@ -4,10 +4,10 @@ import { timestampMs } from "@bufbuild/protobuf/wkt";
 import { Authorization, ExecutionStatus, ReceiptSchema } from "../../gen/openexec/v1/receipt_pb.js";
 import { canonicalJsonDigest } from "../json/canonical-digest.js";
 import type { LedgerStore, StoredCheckpoint } from "../ledger/store.js";
+import { authorizationOf, sha256, verifyReceiptSignature } from "../receipts/receipt.js";
 import type { VerificationKey } from "../signing/ed25519-keys.js";
 import { verifySignedCheckpoint } from "../tlog/checkpoint.js";
 import { emptyRoot, leafHash, MerkleFrontier } from "../tlog/merkle-tree.js";
-import { authorizationOf, sha256, verifyReceiptSignature } from "./receipt.js";
 
 /** Where the ledger stops agreeing with itself. */
 export interface AuditDivergence {

@@ -2,7 +2,7 @@ import { fromBinary } from "@bufbuild/protobuf";
 import { ReceiptSchema } from "../../gen/openexec/v1/receipt_pb.js";
 import { Rejection } from "../errors/reason.js";
 import type { LedgerStore } from "../ledger/store.js";
-import type { EncodedReceipt } from "./receipt.js";
+import type { EncodedReceipt } from "../receipts/receipt.js";
 import type { InclusionProofAnswer, TransparencyLog } from "./transparency-log.js";
 
 /**
