@@ -469,6 +469,8 @@ describe("the packed package, installed in a project of its own", () => {
         OPENEXEC_PORT: "0",
         OPENEXEC_DB_URL: `sqlite:///${join(example, "ledger.db")}`,
         OPENEXEC_LOG_LEVEL: "warn",
+        // SIGTERM ends the test: no drain period to wait out.
+        OPENEXEC_DRAIN_MS: "0",
         TICKETS_FILE: tickets,
       },
     );
@@ -554,6 +556,7 @@ describe("the packed package, installed in a project of its own", () => {
     const served = await spawnListening(process.execPath, ["server.mjs"], mine, undefined, {
       OPENEXEC_PORT: String(port),
       OPENEXEC_LOG_LEVEL: "warn",
+      OPENEXEC_DRAIN_MS: "0",
     });
     try {
       await waitForReady(`http://127.0.0.1:${port}`);
