@@ -35,6 +35,7 @@ export type WorkerAnswer =
   | { readonly kind: "result"; readonly id: number; readonly value: unknown }
   | { readonly kind: "error"; readonly id: number; readonly error: SerializedError };
 
+/** Before "ready" or "failed", the writer may post warnings (opening a ledger open to group or others). */
 export type WorkerMessage =
   | { readonly kind: "ready"; readonly schemaVersion: number }
   | { readonly kind: "failed"; readonly error: SerializedError }
