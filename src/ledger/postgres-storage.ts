@@ -3,11 +3,15 @@ import pg from "pg";
 import { LedgerBugError, SchemaTooNewError, StoreUnavailableError } from "./errors.js";
 import {
   type CheckpointColumns,
+  type CounterColumns,
   type DenialColumns,
   type ExecutionColumns,
+  type FreezeColumns,
   fromCheckpoint,
+  fromCounter,
   fromDenial,
   fromExecution,
+  fromFreeze,
   fromLeafEntry,
   type LeafEntryColumns,
   leafEntriesSelect,
@@ -367,11 +371,11 @@ export class PostgresStorage implements LedgerStorage {
         (await q<ExecutionColumns>(sql.expired, [nowMs, limit])).rows.map((row) => fromExecution(row) as ExecutionRow),
       readCounters: async (keys) =>
         (
-          await q<{ tenant_id: string; key: string; value: number }>(
+          await q<CounterColumns>(
             sql.counters,
             columns(keys, (k) => [k.tenantId, k.key]),
           )
-        ).rows.map((row) => ({ tenantId: row.tenant_id, key: row.key, value: row.value })),
+        ).rows.map(fromCounter),
       writeCounters: async (rows) => {
         await q(
           sql.setCounters,
@@ -509,11 +513,9 @@ export class PostgresStorage implements LedgerStorage {
 
   async freezes(): Promise<FreezeRow[]> {
     return this.#read(async (db) =>
-      (
-        await db.query<{ scope: string; reason: string; frozen_at_ms: number }>(
-          "SELECT scope, reason, frozen_at_ms FROM freezes ORDER BY scope",
-        )
-      ).rows.map((row) => ({ scope: row.scope, reason: row.reason, frozenAtMs: row.frozen_at_ms })),
+      (await db.query<FreezeColumns>("SELECT scope, reason, frozen_at_ms FROM freezes ORDER BY scope")).rows.map(
+        fromFreeze,
+      ),
     );
   }
 
@@ -557,10 +559,8 @@ export class PostgresStorage implements LedgerStorage {
   }
 
   async *counters(): AsyncGenerator<{ tenantId: string; key: string; value: number }> {
-    const rows = await this.#read(
-      async (db) => (await db.query<{ tenant_id: string; key: string; value: number }>(sql.allCounters)).rows,
-    );
-    for (const row of rows) yield { tenantId: row.tenant_id, key: row.key, value: row.value };
+    const rows = await this.#read(async (db) => (await db.query<CounterColumns>(sql.allCounters)).rows);
+    for (const row of rows) yield fromCounter(row);
   }
 
   async *unloggedEntries(): AsyncGenerator<{ kind: LeafRow["kind"]; entryId: string }> {

@@ -13,11 +13,15 @@ import {
 import { createOwnerOnly, LedgerFileIdentity } from "./ledger-file.js";
 import {
   type CheckpointColumns,
+  type CounterColumns,
   type DenialColumns,
   type ExecutionColumns,
+  type FreezeColumns,
   fromCheckpoint,
+  fromCounter,
   fromDenial,
   fromExecution,
+  fromFreeze,
   fromLeafEntry,
   type LeafEntryColumns,
   leafEntriesSelect,
@@ -107,8 +111,8 @@ export class SqliteStorage implements LedgerStorage {
       expired: db.prepare<[number, number], ExecutionColumns>(`
         SELECT * FROM executions WHERE status = 'pending' AND coalesce(lease_until_ms, 0) < ?
         ORDER BY logical_time_ms LIMIT ?`),
-      counter: db.prepare<[string, string], { value: number }>(
-        "SELECT value FROM counters WHERE tenant_id = ? AND key = ?",
+      counter: db.prepare<[string, string], CounterColumns>(
+        "SELECT tenant_id, key, value FROM counters WHERE tenant_id = ? AND key = ?",
       ),
       setCounter: db.prepare(`
         INSERT INTO counters (tenant_id, key, value) VALUES (?, ?, ?)
@@ -199,7 +203,7 @@ export class SqliteStorage implements LedgerStorage {
       readCounters: async (keys) =>
         keys.flatMap((k) => {
           const row = sql.counter.get(k.tenantId, k.key);
-          return row === undefined ? [] : [{ tenantId: k.tenantId, key: k.key, value: row.value }];
+          return row === undefined ? [] : [fromCounter(row)];
         }),
       writeCounters: async (rows) => {
         for (const row of rows) sql.setCounter.run(row.tenantId, row.key, row.value);
@@ -351,11 +355,9 @@ export class SqliteStorage implements LedgerStorage {
   async freezes(): Promise<FreezeRow[]> {
     return this.#read(() =>
       this.#db
-        .prepare<[], { scope: string; reason: string; frozen_at_ms: number }>(
-          "SELECT scope, reason, frozen_at_ms FROM freezes ORDER BY scope",
-        )
+        .prepare<[], FreezeColumns>("SELECT scope, reason, frozen_at_ms FROM freezes ORDER BY scope")
         .all()
-        .map((row) => ({ scope: row.scope, reason: row.reason, frozenAtMs: row.frozen_at_ms })),
+        .map(fromFreeze),
     );
   }
 
@@ -390,11 +392,9 @@ export class SqliteStorage implements LedgerStorage {
 
   async *counters(): AsyncGenerator<{ tenantId: string; key: string; value: number }> {
     const rows = this.#db
-      .prepare<[], { tenant_id: string; key: string; value: number }>(
-        "SELECT tenant_id, key, value FROM counters ORDER BY tenant_id, key",
-      )
+      .prepare<[], CounterColumns>("SELECT tenant_id, key, value FROM counters ORDER BY tenant_id, key")
       .iterate();
-    for (const row of rows) yield { tenantId: row.tenant_id, key: row.key, value: row.value };
+    for (const row of rows) yield fromCounter(row);
   }
 
   async *unloggedEntries(): AsyncGenerator<{ kind: LeafRow["kind"]; entryId: string }> {
@@ -419,6 +419,8 @@ export class SqliteStorage implements LedgerStorage {
     try {
       return operation();
     } catch (error) {
+      // Already the ledger's own (a stored value of the wrong type names its row).
+      if (error instanceof StoreUnavailableError) throw error;
       throw new StoreUnavailableError(`ledger I/O failed: ${(error as Error).message}`, { cause: error });
     }
   }
