@@ -56,6 +56,11 @@ export class LeaseLostError extends Error {
   override readonly name = "LeaseLostError";
 }
 
+/** The ledger was created by a server configured otherwise (receipt key, log origin, mode, tenant): refused at start. */
+export class LedgerIdentityError extends Error {
+  override readonly name = "LedgerIdentityError";
+}
+
 /** Another process holds the ledger file (a server, or audit/export). */
 export class LedgerInUseError extends Error {
   override readonly name = "LedgerInUseError";

@@ -1,6 +1,12 @@
 import { EventEmitter } from "node:events";
 import pg from "pg";
-import { LedgerBugError, SchemaTooNewError, StoreUnavailableError } from "./errors.js";
+import { LedgerBugError, LedgerIdentityError, SchemaTooNewError, StoreUnavailableError } from "./errors.js";
+import {
+  approvalKeyIdsColumn,
+  checkServedIdentity,
+  type ServedIdentity,
+  type StoredIdentityColumns,
+} from "./ledger-identity.js";
 import {
   type CheckpointColumns,
   type CounterColumns,
@@ -49,12 +55,11 @@ export interface PostgresConnectionOptions {
 export interface LedgerIdentity {
   readonly logOrigin: string;
   readonly receiptKeyId: string;
+  /** Mode, tenant and approval key ids (ledger-identity.ts); undefined: not checked (tests of the storage alone). */
+  readonly served?: ServedIdentity | undefined;
 }
 
-/** The receipt key or log origin differs from the one the ledger was created with. */
-export class LedgerIdentityError extends Error {
-  override readonly name = "LedgerIdentityError";
-}
+export { LedgerIdentityError } from "./errors.js";
 
 /** Notified when an execution is finished, on commit (LISTEN/NOTIFY). */
 const finishedChannel = "openexec_execution_finished";
@@ -863,6 +868,20 @@ async function claimIdentity(client: pg.PoolClient, identity: LedgerIdentity): P
         "every replica must start with the same OPENEXEC_LOG_ORIGIN",
     );
   }
+  const served = identity.served;
+  if (served === undefined) return;
+  // A ledger from before schema step 3 adopts the first server's mode and tenant.
+  const recorded = (
+    await client.query<StoredIdentityColumns>(
+      `UPDATE ledger_identity SET mode = coalesce(mode, $1), tenant_id = coalesce(tenant_id, $2) WHERE id = 1
+       RETURNING mode, tenant_id`,
+      [served.mode, served.tenantId],
+    )
+  ).rows[0];
+  if (recorded === undefined) throw new LedgerBugError("the ledger's identity row is missing");
+  checkServedIdentity(recorded, served);
+  // For information: the key ring of the server started last (rotation changes it).
+  await client.query("UPDATE ledger_identity SET approval_key_ids = $1 WHERE id = 1", [approvalKeyIdsColumn(served)]);
 }
 
 function sleep(ms: number): Promise<void> {

@@ -12,6 +12,12 @@ import {
 } from "./errors.js";
 import { createOwnerOnly, LedgerFileIdentity } from "./ledger-file.js";
 import {
+  approvalKeyIdsColumn,
+  checkServedIdentity,
+  type ServedIdentity,
+  type StoredIdentityColumns,
+} from "./ledger-identity.js";
+import {
   type CheckpointColumns,
   type CounterColumns,
   type DenialColumns,
@@ -488,6 +494,8 @@ export interface SqliteOpenOptions {
   readonly onWarning?: (message: string) => void;
   /** Where committed full tiles are kept (default: a new cache of the default size). */
   readonly fullTileCache?: FullTileCache;
+  /** What this server serves: recorded by the first, checked at every start (ledger-identity.ts). */
+  readonly identity?: ServedIdentity | undefined;
 }
 
 /**
@@ -509,6 +517,7 @@ export function openSqliteStorage(path: string, options: SqliteOpenOptions = {})
     db.pragma("journal_mode = WAL");
     db.pragma("synchronous = FULL");
     const version = migrateSqlite(db);
+    if (options.identity !== undefined) claimIdentity(db, options.identity);
     backfillTiles(db);
     const storage = new SqliteStorage(
       db,
@@ -535,6 +544,23 @@ export function openSqliteStorage(path: string, options: SqliteOpenOptions = {})
     }
     throw error;
   }
+}
+
+/** Records this server's identity in a ledger without one; refuses a ledger created by a server configured otherwise. */
+function claimIdentity(db: Database.Database, served: ServedIdentity): void {
+  db.transaction(() => {
+    db.prepare(
+      `INSERT INTO ledger_identity (id, mode, tenant_id, approval_key_ids, created_at_ms) VALUES (1, ?, ?, ?, ?)
+       ON CONFLICT (id) DO NOTHING`,
+    ).run(served.mode, served.tenantId, approvalKeyIdsColumn(served), Date.now());
+    const stored = db
+      .prepare<[], StoredIdentityColumns>("SELECT mode, tenant_id FROM ledger_identity WHERE id = 1")
+      .get();
+    if (stored === undefined) throw new LedgerBugError("the ledger's identity row is missing");
+    checkServedIdentity(stored, served);
+    // For information: the key ring of the server started last (rotation changes it).
+    db.prepare("UPDATE ledger_identity SET approval_key_ids = ? WHERE id = 1").run(approvalKeyIdsColumn(served));
+  }).immediate();
 }
 
 /**
