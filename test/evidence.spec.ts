@@ -587,3 +587,117 @@ describe("audit: every rule names the row that breaks it", () => {
     }
   });
 });
+
+describe("stored columns of the wrong type (the ledger edited outside OpenExec)", () => {
+  it("audit names the row and column (exit 1); the server refuses to serve the row 503 store_unavailable, never 500", async () => {
+    const dir = scratchDir();
+    const ledger = join(dir.path, "ledger.db");
+    const ids: Record<string, { id: string; receipt: string }> = {};
+    const server = await startTestServer({ OPENEXEC_ALLOWED_ACTIONS: "echo" }, { dbPath: ledger });
+    try {
+      for (const name of ["one", "two"]) {
+        const answer = await postJson(`${server.url}/execute`, { action: "echo", payload: { name }, nonce: name });
+        assert.equal(answer.status, 200);
+        ids[name] = { id: answer.body.id, receipt: answer.body.receipt };
+      }
+      const denied = await postJson(`${server.url}/execute`, {
+        action: "add",
+        payload: { a: 1, b: 2 },
+        nonce: "denied",
+      });
+      assert.equal(denied.status, 403);
+      ids.denied = { id: denied.body.execution_id, receipt: denied.body.receipt };
+    } finally {
+      await server.shutdown();
+    }
+    const one = ids.one as { id: string; receipt: string };
+    const two = ids.two as { id: string; receipt: string };
+    const copyOf = (name: string) => {
+      const copy = join(dir.path, `${name}.db`);
+      copyFileSync(ledger, copy);
+      copyFileSync(`${ledger}.receipt-key.pem`, `${copy}.receipt-key.pem`);
+      return copy;
+    };
+    try {
+      const signatureAsText = copyOf("signature-as-text");
+      tamper(signatureAsText, `UPDATE executions SET receipt_signature = 'a' WHERE execution_id = '${one.id}'`);
+      const audited = await runCli(["audit", "--db", `sqlite:///${signatureAsText}`]);
+      assert.equal(audited.code, 1, audited.stdout + audited.stderr);
+      assert.deepEqual(JSON.parse(audited.stdout).first_divergence, {
+        table: "executions",
+        id: one.id,
+        column: "receipt_signature",
+        problem: "column receipt_signature holds string, not bytes",
+      });
+
+      // Other columns, other tables: each a divergence naming its row and column.
+      const tamperings = [
+        { sql: `UPDATE executions SET logical_time_ms = 'x' WHERE execution_id = '${two.id}'`, table: "executions" },
+        { sql: `UPDATE executions SET result_digest = 7 WHERE execution_id = '${two.id}'`, table: "executions" },
+        { sql: `UPDATE denials SET receipt_digest = 'x' WHERE attempt_id = '${ids.denied?.id}'`, table: "denials" },
+        {
+          sql: "UPDATE checkpoints SET root_hash = replace(hex(zeroblob(16)), '0', 'x') WHERE tree_size = (SELECT max(tree_size) FROM checkpoints)",
+          table: "checkpoints",
+        },
+        {
+          sql: "UPDATE log_leaves SET leaf_hash = replace(hex(zeroblob(16)), '0', 'x') WHERE leaf_index = 2",
+          table: "log_leaves",
+        },
+      ];
+      for (const [i, tampering] of tamperings.entries()) {
+        const copy = copyOf(`column-${i}`);
+        tamper(copy, tampering.sql);
+        const store = SqliteLedgerStore.openReadOnly(copy);
+        try {
+          const report = await auditLedger(store, receiptPublicKey(undefined, copy).key);
+          assert.equal(report.ok, false, tampering.sql);
+          assert.equal(report.first_divergence?.table, tampering.table, tampering.sql);
+          assert.match(report.first_divergence?.problem ?? "", /^column \w+ holds \w+, not /, tampering.sql);
+        } finally {
+          await store.close();
+        }
+      }
+
+      // The server (writer thread on and off) serves every other row; the edited one is refused, not a 500.
+      for (const thread of ["on", "off"]) {
+        const served = await spawnServer({
+          OPENEXEC_DB_URL: `sqlite:///${signatureAsText}`,
+          OPENEXEC_LEDGER_THREAD: thread,
+        });
+        try {
+          const verify = await postJson(`${served.url}/receipts/verify`, {
+            exec_id: one.id,
+            receipt: one.receipt,
+            result: { echo: { name: "one" } },
+          });
+          assert.equal(verify.status, 503, JSON.stringify(verify.body));
+          assert.equal(verify.body.reason, "store_unavailable");
+          const bundle = await getJson(`${served.url}/receipts/bundle?exec_id=${one.id}`);
+          assert.equal(bundle.status, 503, JSON.stringify(bundle.body));
+          assert.equal(bundle.body.reason, "store_unavailable");
+          const replay = await postJson(`${served.url}/execute`, {
+            action: "echo",
+            payload: { name: "one" },
+            nonce: "one",
+          });
+          assert.equal(replay.status, 503);
+          assert.equal(replay.body.reason, "store_unavailable");
+          // Other rows are served as ever.
+          const other = await postJson(`${served.url}/receipts/verify`, {
+            exec_id: two.id,
+            receipt: two.receipt,
+            result: { echo: { name: "two" } },
+          });
+          assert.deepEqual([other.status, other.body.valid], [200, true]);
+          assert.equal((await getJson(`${served.url}/receipts/bundle?exec_id=${two.id}`)).status, 200);
+          assert.equal((await getJson(`${served.url}/ready`)).status, 200);
+        } finally {
+          served.child.kill("SIGTERM");
+          assert.equal(await served.exited, 0);
+        }
+      }
+    } finally {
+      dir.cleanup();
+    }
+  });
+});

@@ -4,21 +4,22 @@
  * PostgreSQL replica through the shared table.
  */
 import assert from "node:assert/strict";
-import { chmodSync, existsSync, statSync } from "node:fs";
+import { execFileSync } from "node:child_process";
+import { chmodSync, existsSync, readFileSync, rmSync, statSync, symlinkSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { after, before, describe, it } from "node:test";
 import { Code, ConnectError } from "@connectrpc/connect";
 import { ExecutionService } from "../gen/openexec/v1/execution_pb.js";
 import { InfoService } from "../gen/openexec/v1/info_pb.js";
 import { reasonOf } from "../src/api/connect-errors.js";
-import { controlFilePath, postCommand } from "../src/freeze/control-file.js";
+import { controlFilePath, maxControlFileBytes, postCommand } from "../src/freeze/control-file.js";
 import { FreezeWatch } from "../src/freeze/freeze-watch.js";
 import { SqliteLedgerStore } from "../src/ledger/sqlite-store.js";
 import { silentLogger } from "../src/log/logger.js";
 import { type AnyJson, clientFor, getJson, postJson } from "./support/clients.js";
 import { freshSchema, type PostgresSchema, postgresSkipReason } from "./support/postgres.js";
 import { generateReceiptKeyPem, type Replica, startReplicas, stopAll } from "./support/replica.js";
-import { runCli, scratchDir, spawnServer, startTestServer } from "./support/test-server.js";
+import { runCli, type ServerProcess, scratchDir, spawnServer, startTestServer } from "./support/test-server.js";
 
 const skip = await postgresSkipReason();
 
@@ -174,6 +175,86 @@ describe("freeze: the SQLite control file", () => {
       await store.close();
       dir.cleanup();
     }
+  });
+});
+
+describe("freeze: a control file that is not a small regular file (spawned server, main thread must not block)", {
+  timeout: 30_000,
+}, () => {
+  let dir: { path: string; cleanup: () => void };
+  let server: ServerProcess;
+  let control: string;
+  const freezeAll = JSON.stringify([{ op: "freeze", scope: "*", reason: "planted", frozenAtMs: 1 }]);
+
+  before(async () => {
+    dir = scratchDir();
+    const path = join(dir.path, "ledger.db");
+    control = controlFilePath(path);
+    server = await spawnServer({ OPENEXEC_DB_URL: `sqlite:///${path}` });
+  });
+  after(async () => {
+    server.child.kill("SIGKILL");
+    await server.exited;
+    dir.cleanup();
+  });
+
+  /** /health answers within a second (a server blocked reading the file would not). */
+  async function healthyAndUnfrozen(): Promise<void> {
+    const health = await fetch(`${server.url}/health`, { signal: AbortSignal.timeout(1000) });
+    assert.equal(health.status, 200);
+    assert.equal(((await health.json()) as AnyJson).frozen, undefined);
+  }
+
+  /** Removes the control file and lets a poll see it gone (a problem is logged once while it persists). */
+  async function removeControl(): Promise<void> {
+    rmSync(control);
+    await new Promise((resolve) => setTimeout(resolve, 1200));
+  }
+
+  /** Waits for the server's poll to log `problem` for the control file, `count` times in all. */
+  async function logged(problem: string, count: number): Promise<void> {
+    const lines = () =>
+      server
+        .stderr()
+        .split("\n")
+        .filter((line) => line.includes("freeze control file not applied") && line.includes(`"problem":"${problem}"`));
+    await until(async () => lines().length >= count);
+    // Its contents are never logged.
+    assert.ok(lines().every((line) => !line.includes("planted")));
+  }
+
+  it("a FIFO is refused unread: the server keeps answering", async () => {
+    execFileSync("mkfifo", ["-m", "0600", control]);
+    await logged("not_regular_file", 1);
+    await healthyAndUnfrozen();
+    // Still there, and still answering a second later (the next polls do not block either).
+    await new Promise((resolve) => setTimeout(resolve, 1200));
+    await healthyAndUnfrozen();
+    await removeControl();
+  });
+
+  it("a symbolic link is not followed, even to a file of freeze commands", async () => {
+    const target = join(dir.path, "elsewhere.json");
+    writeFileSync(target, freezeAll, { mode: 0o600 });
+    symlinkSync(target, control);
+    await logged("not_regular_file", 2);
+    await healthyAndUnfrozen();
+    assert.equal(readFileSync(target, "utf8"), freezeAll);
+    await removeControl();
+  });
+
+  it(`a file over ${maxControlFileBytes} bytes is refused unread, even one of freeze commands`, async () => {
+    writeFileSync(control, freezeAll + " ".repeat(maxControlFileBytes), { mode: 0o600 });
+    await logged("too_large", 1);
+    await healthyAndUnfrozen();
+    assert.equal(existsSync(control), true);
+    await removeControl();
+  });
+
+  it("an ordinary control file still freezes", async () => {
+    postCommand(control, { op: "freeze", scope: "*", reason: "real", frozenAtMs: 2 });
+    await until(async () => (await frozenScopes(server.url)).includes("*"));
+    assert.equal(existsSync(control), false);
   });
 });
 

@@ -383,4 +383,27 @@ describe("ledger file permissions", () => {
       dir.cleanup();
     }
   });
+
+  for (const thread of ["on", "off"]) {
+    it(`openexec serve on an existing 0644 ledger starts and logs the warning (writer thread ${thread})`, async () => {
+      const dir = scratchDir();
+      const dbPath = join(dir.path, "ledger.db");
+      try {
+        const earlier = new Database(dbPath);
+        earlier.pragma("journal_mode = WAL");
+        earlier.close();
+        execFileSync("chmod", ["644", dbPath]);
+        const server = await spawnServer({ OPENEXEC_DB_URL: `sqlite:///${dbPath}`, OPENEXEC_LEDGER_THREAD: thread });
+        try {
+          assert.equal((await execute(server)).status, 200);
+          assert.match(server.stderr(), /the ledger \S+ is accessible to group or others \(mode 0644\); chmod 600 it/);
+        } finally {
+          server.child.kill("SIGTERM");
+          assert.equal(await server.exited, 0);
+        }
+      } finally {
+        dir.cleanup();
+      }
+    });
+  }
 });

@@ -3,6 +3,7 @@ import { fromBinary, type JsonValue } from "@bufbuild/protobuf";
 import { timestampMs } from "@bufbuild/protobuf/wkt";
 import { Authorization, ExecutionStatus, ReceiptSchema } from "../../gen/openexec/v1/receipt_pb.js";
 import { canonicalJsonDigest } from "../json/canonical-digest.js";
+import { isStoredColumnError } from "../ledger/errors.js";
 import type { LedgerStore, StoredCheckpoint } from "../ledger/store.js";
 import { authorizationOf, sha256, verifyReceiptSignature } from "../receipts/receipt.js";
 import type { VerificationKey } from "../signing/ed25519-keys.js";
@@ -15,8 +16,10 @@ export interface AuditDivergence {
   readonly leaf_index?: number;
   readonly tree_size?: number;
   /** The table and row it names. */
-  readonly table?: "executions" | "denials" | "log_leaves" | "log_state" | "checkpoints" | "counters";
+  readonly table?: "executions" | "denials" | "log_leaves" | "log_state" | "checkpoints" | "counters" | "freezes";
   readonly id?: string;
+  /** The column holding a value of the wrong type (the ledger was edited outside OpenExec). */
+  readonly column?: string;
   readonly problem: string;
 }
 
@@ -38,9 +41,7 @@ export interface AuditReport {
  */
 export async function auditLedger(store: LedgerStore, key: VerificationKey): Promise<AuditReport> {
   const checkpoints = new Map<number, StoredCheckpoint>();
-  for await (const checkpoint of store.checkpoints()) checkpoints.set(checkpoint.treeSize, checkpoint);
   const frontier = new MerkleFrontier();
-  let origin: string | undefined;
   const report = (divergence: AuditDivergence | undefined): AuditReport => ({
     ok: divergence === undefined,
     leaves: frontier.size,
@@ -48,6 +49,24 @@ export async function auditLedger(store: LedgerStore, key: VerificationKey): Pro
     root_hash: frontier.root().toString("hex"),
     first_divergence: divergence,
   });
+  try {
+    return await walk(store, key, checkpoints, frontier, report);
+  } catch (error) {
+    // A stored value of the wrong type, met wherever it is read: a divergence naming its row and column.
+    if (!isStoredColumnError(error)) throw error;
+    return report({ table: error.table, id: error.rowId, column: error.column, problem: error.problem });
+  }
+}
+
+async function walk(
+  store: LedgerStore,
+  key: VerificationKey,
+  checkpoints: Map<number, StoredCheckpoint>,
+  frontier: MerkleFrontier,
+  report: (divergence: AuditDivergence | undefined) => AuditReport,
+): Promise<AuditReport> {
+  for await (const checkpoint of store.checkpoints()) checkpoints.set(checkpoint.treeSize, checkpoint);
+  let origin: string | undefined;
 
   /** The total each executed counter.add recorded last, by tenant and key, in log order. */
   const counterTotals = new Map<string, number>();

@@ -1,6 +1,6 @@
 import type { Freeze, LedgerStore } from "../ledger/store.js";
 import type { Logger } from "../log/logger.js";
-import { takeCommands } from "./control-file.js";
+import { isControlFileError, takeCommands } from "./control-file.js";
 import { freezeOf } from "./freeze-scope.js";
 
 /**
@@ -18,6 +18,8 @@ export class FreezeWatch {
   #timer: NodeJS.Timeout | undefined;
   #polling: Promise<void> | undefined;
   #failing = false;
+  /** The control file's problem last logged: logged once while it persists, not every second. */
+  #controlFileProblem: string | undefined;
 
   /** `controlFile`: a SQLite ledger's mailbox (control-file.ts); undefined for PostgreSQL. */
   constructor(store: LedgerStore, logger: Logger, controlFile: string | undefined) {
@@ -55,11 +57,15 @@ export class FreezeWatch {
   async poll(): Promise<void> {
     try {
       await this.#applyControlFile();
+      this.#controlFileProblem = undefined;
     } catch (error) {
-      this.#logger.error(
-        { err: error instanceof Error ? error.message : String(error) },
-        "freeze control file not applied",
-      );
+      // Its path and what is wrong with it; never its contents.
+      const problem = isControlFileError(error) ? error.problem : "error";
+      const message = error instanceof Error ? error.message : String(error);
+      if (`${problem} ${message}` !== this.#controlFileProblem) {
+        this.#logger.error({ problem, err: message }, "freeze control file not applied");
+      }
+      this.#controlFileProblem = `${problem} ${message}`;
     }
     try {
       const before = this.#freezes.map((f) => f.scope).join(",");

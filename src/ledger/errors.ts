@@ -10,6 +10,35 @@ export class StoreUnavailableError extends Error {
   override readonly name = "StoreUnavailableError";
 }
 
+/** The tables whose rows are type-checked as they are read back (ledger-rows.ts). */
+export type StoredTable = "executions" | "denials" | "log_leaves" | "checkpoints" | "counters" | "freezes";
+
+/**
+ * A stored value of the wrong type (the ledger was edited outside OpenExec:
+ * TEXT where bytes belong, a string where an integer does). The row cannot be
+ * served (answered as UNAVAILABLE, like other corruption); audit names it. The
+ * message names the table, row and column, never the value.
+ */
+export class StoredColumnError extends StoreUnavailableError {
+  readonly table: StoredTable;
+  readonly rowId: string;
+  readonly column: string;
+  /** What is wrong, e.g. `column receipt_signature holds string, not bytes`. */
+  readonly problem: string;
+
+  constructor(table: StoredTable, rowId: string, column: string, problem: string) {
+    super(`${table} row ${rowId === "" ? "(unreadable id)" : rowId}: column ${column} ${problem}`);
+    this.table = table;
+    this.rowId = rowId;
+    this.column = column;
+    this.problem = `column ${column} ${problem}`;
+  }
+}
+
+export function isStoredColumnError(error: unknown): error is StoredColumnError {
+  return error instanceof StoredColumnError;
+}
+
 /** The ledger broke one of its own invariants (a finished row without a receipt, an unknown outcome). */
 export class LedgerBugError extends Error {
   override readonly name = "LedgerBugError";
@@ -25,6 +54,11 @@ export class LedgerBugError extends Error {
  */
 export class LeaseLostError extends Error {
   override readonly name = "LeaseLostError";
+}
+
+/** The ledger was created by a server configured otherwise (receipt key, log origin, mode, tenant): refused at start. */
+export class LedgerIdentityError extends Error {
+  override readonly name = "LedgerIdentityError";
 }
 
 /** Another process holds the ledger file (a server, or audit/export). */

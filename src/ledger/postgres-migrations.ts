@@ -112,6 +112,20 @@ export const postgresMigrations: readonly { readonly version: number; readonly n
       );
     `,
     },
+    {
+      version: 3,
+      name: "ledger identity: mode, tenant, approval key ids",
+      sql: `
+      -- What the ledger serves (ledger-identity.ts): NULL until a server records
+      -- them; a ledger from before this step adopts the first server's values.
+      -- Mode and tenant must match at every start; approval_key_ids (a sorted
+      -- JSON array) is the key ring of the server started last, for information.
+      ALTER TABLE ledger_identity
+        ADD COLUMN mode TEXT CHECK (mode IN ('demo', 'clawshield')),
+        ADD COLUMN tenant_id TEXT,
+        ADD COLUMN approval_key_ids TEXT;
+    `,
+    },
   ];
 
 export const latestPostgresSchemaVersion = postgresMigrations.reduce((max, m) => Math.max(max, m.version), 0);

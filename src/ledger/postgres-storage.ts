@@ -1,13 +1,23 @@
 import { EventEmitter } from "node:events";
 import pg from "pg";
-import { LedgerBugError, SchemaTooNewError, StoreUnavailableError } from "./errors.js";
+import { LedgerBugError, LedgerIdentityError, SchemaTooNewError, StoreUnavailableError } from "./errors.js";
+import {
+  approvalKeyIdsColumn,
+  checkServedIdentity,
+  type ServedIdentity,
+  type StoredIdentityColumns,
+} from "./ledger-identity.js";
 import {
   type CheckpointColumns,
+  type CounterColumns,
   type DenialColumns,
   type ExecutionColumns,
+  type FreezeColumns,
   fromCheckpoint,
+  fromCounter,
   fromDenial,
   fromExecution,
+  fromFreeze,
   fromLeafEntry,
   type LeafEntryColumns,
   leafEntriesSelect,
@@ -45,12 +55,11 @@ export interface PostgresConnectionOptions {
 export interface LedgerIdentity {
   readonly logOrigin: string;
   readonly receiptKeyId: string;
+  /** Mode, tenant and approval key ids (ledger-identity.ts); undefined: not checked (tests of the storage alone). */
+  readonly served?: ServedIdentity | undefined;
 }
 
-/** The receipt key or log origin differs from the one the ledger was created with. */
-export class LedgerIdentityError extends Error {
-  override readonly name = "LedgerIdentityError";
-}
+export { LedgerIdentityError } from "./errors.js";
 
 /** Notified when an execution is finished, on commit (LISTEN/NOTIFY). */
 const finishedChannel = "openexec_execution_finished";
@@ -367,11 +376,11 @@ export class PostgresStorage implements LedgerStorage {
         (await q<ExecutionColumns>(sql.expired, [nowMs, limit])).rows.map((row) => fromExecution(row) as ExecutionRow),
       readCounters: async (keys) =>
         (
-          await q<{ tenant_id: string; key: string; value: number }>(
+          await q<CounterColumns>(
             sql.counters,
             columns(keys, (k) => [k.tenantId, k.key]),
           )
-        ).rows.map((row) => ({ tenantId: row.tenant_id, key: row.key, value: row.value })),
+        ).rows.map(fromCounter),
       writeCounters: async (rows) => {
         await q(
           sql.setCounters,
@@ -509,11 +518,9 @@ export class PostgresStorage implements LedgerStorage {
 
   async freezes(): Promise<FreezeRow[]> {
     return this.#read(async (db) =>
-      (
-        await db.query<{ scope: string; reason: string; frozen_at_ms: number }>(
-          "SELECT scope, reason, frozen_at_ms FROM freezes ORDER BY scope",
-        )
-      ).rows.map((row) => ({ scope: row.scope, reason: row.reason, frozenAtMs: row.frozen_at_ms })),
+      (await db.query<FreezeColumns>("SELECT scope, reason, frozen_at_ms FROM freezes ORDER BY scope")).rows.map(
+        fromFreeze,
+      ),
     );
   }
 
@@ -557,10 +564,8 @@ export class PostgresStorage implements LedgerStorage {
   }
 
   async *counters(): AsyncGenerator<{ tenantId: string; key: string; value: number }> {
-    const rows = await this.#read(
-      async (db) => (await db.query<{ tenant_id: string; key: string; value: number }>(sql.allCounters)).rows,
-    );
-    for (const row of rows) yield { tenantId: row.tenant_id, key: row.key, value: row.value };
+    const rows = await this.#read(async (db) => (await db.query<CounterColumns>(sql.allCounters)).rows);
+    for (const row of rows) yield fromCounter(row);
   }
 
   async *unloggedEntries(): AsyncGenerator<{ kind: LeafRow["kind"]; entryId: string }> {
@@ -863,6 +868,20 @@ async function claimIdentity(client: pg.PoolClient, identity: LedgerIdentity): P
         "every replica must start with the same OPENEXEC_LOG_ORIGIN",
     );
   }
+  const served = identity.served;
+  if (served === undefined) return;
+  // A ledger from before schema step 3 adopts the first server's mode and tenant.
+  const recorded = (
+    await client.query<StoredIdentityColumns>(
+      `UPDATE ledger_identity SET mode = coalesce(mode, $1), tenant_id = coalesce(tenant_id, $2) WHERE id = 1
+       RETURNING mode, tenant_id`,
+      [served.mode, served.tenantId],
+    )
+  ).rows[0];
+  if (recorded === undefined) throw new LedgerBugError("the ledger's identity row is missing");
+  checkServedIdentity(recorded, served);
+  // For information: the key ring of the server started last (rotation changes it).
+  await client.query("UPDATE ledger_identity SET approval_key_ids = $1 WHERE id = 1", [approvalKeyIdsColumn(served)]);
 }
 
 function sleep(ms: number): Promise<void> {

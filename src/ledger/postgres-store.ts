@@ -1,4 +1,5 @@
 import { Ledger, unsignedIssuer } from "./ledger.js";
+import type { ServedIdentity } from "./ledger-identity.js";
 import {
   type LedgerIdentity,
   openPostgresStorage,
@@ -17,13 +18,18 @@ export { LedgerIdentityError, type PostgresConnectionOptions } from "./postgres-
  * live replica's.
  */
 export const PostgresLedgerStore = {
-  /** Opens (creating and migrating) a ledger to serve from, signing as `issuer`. */
+  /**
+   * Opens (creating and migrating) a ledger to serve from, signing as `issuer`;
+   * refused when the ledger was created with another receipt key, log origin,
+   * or (given `served`) mode or tenant.
+   */
   async open(
     options: PostgresConnectionOptions,
     issuer: ReceiptIssuer & { readonly keyId: string },
     leaseMs: number = defaultLeaseMs,
+    served?: ServedIdentity,
   ): Promise<Ledger> {
-    const identity: LedgerIdentity = { logOrigin: issuer.logOrigin, receiptKeyId: issuer.keyId };
+    const identity: LedgerIdentity = { logOrigin: issuer.logOrigin, receiptKeyId: issuer.keyId, served };
     const storage = await openPostgresStorage(options, identity);
     return new Ledger(storage, { issuer, leaseMs, exclusive: false });
   },

@@ -117,6 +117,24 @@ export const sqliteMigrations: readonly { readonly version: number; readonly nam
       ) WITHOUT ROWID;
     `,
   },
+  {
+    version: 7,
+    name: "ledger identity: mode, tenant, approval key ids",
+    sql: `
+      -- What the ledger serves (ledger-identity.ts), recorded by the first server
+      -- to open it at this step (an older ledger adopts that server's values).
+      -- Mode and tenant must match at every start; approval_key_ids (a sorted
+      -- JSON array) is the key ring of the server started last, for information.
+      -- (The receipt key is the file beside the ledger: no copy is kept here.)
+      CREATE TABLE ledger_identity (
+        id               INTEGER PRIMARY KEY CHECK (id = 1),
+        mode             TEXT NOT NULL CHECK (mode IN ('demo', 'clawshield')),
+        tenant_id        TEXT NOT NULL,
+        approval_key_ids TEXT NOT NULL,
+        created_at_ms    INTEGER NOT NULL
+      );
+    `,
+  },
 ];
 
 export const latestSqliteSchemaVersion = sqliteMigrations.reduce((max, m) => Math.max(max, m.version), 0);

@@ -12,12 +12,22 @@ import {
 } from "./errors.js";
 import { createOwnerOnly, LedgerFileIdentity } from "./ledger-file.js";
 import {
+  approvalKeyIdsColumn,
+  checkServedIdentity,
+  type ServedIdentity,
+  type StoredIdentityColumns,
+} from "./ledger-identity.js";
+import {
   type CheckpointColumns,
+  type CounterColumns,
   type DenialColumns,
   type ExecutionColumns,
+  type FreezeColumns,
   fromCheckpoint,
+  fromCounter,
   fromDenial,
   fromExecution,
+  fromFreeze,
   fromLeafEntry,
   type LeafEntryColumns,
   leafEntriesSelect,
@@ -107,8 +117,8 @@ export class SqliteStorage implements LedgerStorage {
       expired: db.prepare<[number, number], ExecutionColumns>(`
         SELECT * FROM executions WHERE status = 'pending' AND coalesce(lease_until_ms, 0) < ?
         ORDER BY logical_time_ms LIMIT ?`),
-      counter: db.prepare<[string, string], { value: number }>(
-        "SELECT value FROM counters WHERE tenant_id = ? AND key = ?",
+      counter: db.prepare<[string, string], CounterColumns>(
+        "SELECT tenant_id, key, value FROM counters WHERE tenant_id = ? AND key = ?",
       ),
       setCounter: db.prepare(`
         INSERT INTO counters (tenant_id, key, value) VALUES (?, ?, ?)
@@ -199,7 +209,7 @@ export class SqliteStorage implements LedgerStorage {
       readCounters: async (keys) =>
         keys.flatMap((k) => {
           const row = sql.counter.get(k.tenantId, k.key);
-          return row === undefined ? [] : [{ tenantId: k.tenantId, key: k.key, value: row.value }];
+          return row === undefined ? [] : [fromCounter(row)];
         }),
       writeCounters: async (rows) => {
         for (const row of rows) sql.setCounter.run(row.tenantId, row.key, row.value);
@@ -351,11 +361,9 @@ export class SqliteStorage implements LedgerStorage {
   async freezes(): Promise<FreezeRow[]> {
     return this.#read(() =>
       this.#db
-        .prepare<[], { scope: string; reason: string; frozen_at_ms: number }>(
-          "SELECT scope, reason, frozen_at_ms FROM freezes ORDER BY scope",
-        )
+        .prepare<[], FreezeColumns>("SELECT scope, reason, frozen_at_ms FROM freezes ORDER BY scope")
         .all()
-        .map((row) => ({ scope: row.scope, reason: row.reason, frozenAtMs: row.frozen_at_ms })),
+        .map(fromFreeze),
     );
   }
 
@@ -390,11 +398,9 @@ export class SqliteStorage implements LedgerStorage {
 
   async *counters(): AsyncGenerator<{ tenantId: string; key: string; value: number }> {
     const rows = this.#db
-      .prepare<[], { tenant_id: string; key: string; value: number }>(
-        "SELECT tenant_id, key, value FROM counters ORDER BY tenant_id, key",
-      )
+      .prepare<[], CounterColumns>("SELECT tenant_id, key, value FROM counters ORDER BY tenant_id, key")
       .iterate();
-    for (const row of rows) yield { tenantId: row.tenant_id, key: row.key, value: row.value };
+    for (const row of rows) yield fromCounter(row);
   }
 
   async *unloggedEntries(): AsyncGenerator<{ kind: LeafRow["kind"]; entryId: string }> {
@@ -419,6 +425,8 @@ export class SqliteStorage implements LedgerStorage {
     try {
       return operation();
     } catch (error) {
+      // Already the ledger's own (a stored value of the wrong type names its row).
+      if (error instanceof StoreUnavailableError) throw error;
       throw new StoreUnavailableError(`ledger I/O failed: ${(error as Error).message}`, { cause: error });
     }
   }
@@ -486,6 +494,8 @@ export interface SqliteOpenOptions {
   readonly onWarning?: (message: string) => void;
   /** Where committed full tiles are kept (default: a new cache of the default size). */
   readonly fullTileCache?: FullTileCache;
+  /** What this server serves: recorded by the first, checked at every start (ledger-identity.ts). */
+  readonly identity?: ServedIdentity | undefined;
 }
 
 /**
@@ -507,6 +517,7 @@ export function openSqliteStorage(path: string, options: SqliteOpenOptions = {})
     db.pragma("journal_mode = WAL");
     db.pragma("synchronous = FULL");
     const version = migrateSqlite(db);
+    if (options.identity !== undefined) claimIdentity(db, options.identity);
     backfillTiles(db);
     const storage = new SqliteStorage(
       db,
@@ -533,6 +544,23 @@ export function openSqliteStorage(path: string, options: SqliteOpenOptions = {})
     }
     throw error;
   }
+}
+
+/** Records this server's identity in a ledger without one; refuses a ledger created by a server configured otherwise. */
+function claimIdentity(db: Database.Database, served: ServedIdentity): void {
+  db.transaction(() => {
+    db.prepare(
+      `INSERT INTO ledger_identity (id, mode, tenant_id, approval_key_ids, created_at_ms) VALUES (1, ?, ?, ?, ?)
+       ON CONFLICT (id) DO NOTHING`,
+    ).run(served.mode, served.tenantId, approvalKeyIdsColumn(served), Date.now());
+    const stored = db
+      .prepare<[], StoredIdentityColumns>("SELECT mode, tenant_id FROM ledger_identity WHERE id = 1")
+      .get();
+    if (stored === undefined) throw new LedgerBugError("the ledger's identity row is missing");
+    checkServedIdentity(stored, served);
+    // For information: the key ring of the server started last (rotation changes it).
+    db.prepare("UPDATE ledger_identity SET approval_key_ids = ? WHERE id = 1").run(approvalKeyIdsColumn(served));
+  }).immediate();
 }
 
 /**

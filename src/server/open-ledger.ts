@@ -2,6 +2,7 @@ import type { ServerConfig } from "../config/server-config.js";
 import { TransparencyLog } from "../evidence/transparency-log.js";
 import { controlFilePath } from "../freeze/control-file.js";
 import { FreezeWatch } from "../freeze/freeze-watch.js";
+import type { ServedIdentity } from "../ledger/ledger-identity.js";
 import { PostgresLedgerStore } from "../ledger/postgres-store.js";
 import { SqliteLedgerStore } from "../ledger/sqlite-store.js";
 import type { LedgerStore } from "../ledger/store.js";
@@ -74,16 +75,28 @@ function openStore(
   logOrigin: string,
   onWarning: (message: string) => void,
 ): Promise<LedgerStore> {
+  // What the ledger must have been created for: a server configured otherwise is refused.
+  const identity: ServedIdentity = {
+    mode: config.mode,
+    tenantId: config.tenantId,
+    approvalKeyIds: [...(config.approval?.keys.keys() ?? [])],
+  };
   switch (config.database.kind) {
     case "sqlite":
       if (!config.ledgerThread) {
         const issuer = { signer: { keyId: receiptKey.public.keyId, sign: receiptKey.sign }, logOrigin };
         return Promise.resolve(
-          SqliteLedgerStore.open(config.database.path, issuer, { onWarning, leaseMs: config.leaseMs }),
+          SqliteLedgerStore.open(config.database.path, issuer, { onWarning, leaseMs: config.leaseMs, identity }),
         );
       }
       return WorkerLedger.start(
-        { path: config.database.path, receiptKeyPem: receiptKey.privatePem, logOrigin, leaseMs: config.leaseMs },
+        {
+          path: config.database.path,
+          receiptKeyPem: receiptKey.privatePem,
+          logOrigin,
+          leaseMs: config.leaseMs,
+          identity,
+        },
         { onWarning },
       );
     case "postgres":
@@ -96,6 +109,7 @@ function openStore(
           keyId: receiptKey.public.keyId,
         },
         config.leaseMs,
+        identity,
       );
   }
 }

@@ -56,7 +56,11 @@ try {
   ledger = SqliteLedgerStore.open(
     start.path,
     { signer: { keyId: key.public.keyId, sign: key.sign }, logOrigin: start.logOrigin },
-    { leaseMs: start.leaseMs, onWarning: (message) => post({ kind: "warning", message }) },
+    {
+      leaseMs: start.leaseMs,
+      identity: start.identity,
+      onWarning: (message) => post({ kind: "warning", message }),
+    },
   );
   const answer = async (call: WorkerCall): Promise<unknown> => {
     if (call.method === "checkpoint")

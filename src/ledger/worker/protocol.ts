@@ -4,7 +4,14 @@
  * into a plain Uint8Array and an Error into a plain object, so records and
  * errors are rebuilt on arrival.
  */
-import { LedgerBugError, LedgerInUseError, SchemaTooNewError, StoreUnavailableError } from "../errors.js";
+import {
+  LedgerBugError,
+  LedgerIdentityError,
+  LedgerInUseError,
+  SchemaTooNewError,
+  StoreUnavailableError,
+} from "../errors.js";
+import type { ServedIdentity } from "../ledger-identity.js";
 import type { DeniedAttempt, ExecutionRecord, StoredCheckpoint } from "../store.js";
 
 /** What the writer thread is started with. */
@@ -14,6 +21,8 @@ export interface WorkerStart {
   readonly receiptKeyPem: string;
   readonly logOrigin: string;
   readonly leaseMs: number;
+  /** Mode, tenant and approval key ids: checked against the ledger's at open. */
+  readonly identity: ServedIdentity;
 }
 
 /** A call of a Ledger method in the writer thread. */
@@ -35,6 +44,7 @@ export type WorkerAnswer =
   | { readonly kind: "result"; readonly id: number; readonly value: unknown }
   | { readonly kind: "error"; readonly id: number; readonly error: SerializedError };
 
+/** Before "ready" or "failed", the writer may post warnings (opening a ledger open to group or others). */
 export type WorkerMessage =
   | { readonly kind: "ready"; readonly schemaVersion: number }
   | { readonly kind: "failed"; readonly error: SerializedError }
@@ -92,6 +102,7 @@ const errorTypes: Record<string, new (message: string, options?: { cause?: unkno
   StoreUnavailableError,
   LedgerBugError,
   LedgerInUseError,
+  LedgerIdentityError,
   SchemaTooNewError,
 };
 

@@ -79,23 +79,37 @@ export class WorkerLedger implements LedgerStore {
     worker.on("exit", (code) => this.#die(new Error(`the ledger's writer thread exited (${code})`)));
   }
 
-  /** Starts the writer thread on the ledger file; rejects with its error when the ledger cannot be opened. */
+  /**
+   * Starts the writer thread on the ledger file; rejects with its error when
+   * the ledger cannot be opened. Warnings posted while it opens (a ledger open
+   * to group or others) are passed on, not taken for an answer.
+   */
   static start(start: WorkerStart, hooks: WorkerLedgerHooks): Promise<WorkerLedger> {
     const worker = spawnWriter(start);
     return new Promise((resolve, reject) => {
       const onExit = (code: number) =>
         reject(new Error(`the ledger's writer thread exited (${code}) before it was ready`));
-      worker.once("error", reject);
-      worker.once("exit", onExit);
-      worker.once("message", (message: WorkerMessage) => {
+      const onMessage = (message: WorkerMessage) => {
+        if (message.kind === "warning") {
+          hooks.onWarning(message.message);
+          return;
+        }
+        worker.off("message", onMessage);
         worker.off("error", reject);
         worker.off("exit", onExit);
         if (message.kind === "ready") resolve(new WorkerLedger(worker, message.schemaVersion, hooks));
         else {
           void worker.terminate();
-          reject(message.kind === "failed" ? deserializeError(message.error) : new Error("unexpected first message"));
+          reject(
+            message.kind === "failed"
+              ? deserializeError(message.error)
+              : new Error(`unexpected first message from the ledger's writer thread: ${message.kind}`),
+          );
         }
-      });
+      };
+      worker.once("error", reject);
+      worker.once("exit", onExit);
+      worker.on("message", onMessage);
     });
   }
 
