@@ -3,6 +3,11 @@
 // explicitly (`node --test <dir>` can silently find none). A run that finds no
 // test files fails.
 //
+// `npm test` first type-checks and emits JavaScript to .build/ (not dist/,
+// which test/package.spec.ts's `npm pack` rebuilds meanwhile); the specs still
+// run through tsx, but the servers and CLIs they spawn run from .build/ while
+// it is up to date (test/support/entry.ts), saving tsx's start-up per child.
+//
 // --test-timeout ends a test that hangs (an endless loop, a promise that never
 // settles while a handle keeps the process alive) instead of the whole run
 // waiting for ever. Under Node 20 each file runs in its own process and the

@@ -11,9 +11,8 @@ import { ConfigError, loadServerConfig } from "../src/config/server-config.js";
 import { defaultConnectionLimits } from "../src/transport/http-server.js";
 import { packageRoot } from "../src/version.js";
 import { clientFor } from "./support/clients.js";
+import { nodeArgsFor } from "./support/entry.js";
 import { scratchDir } from "./support/test-server.js";
-
-const tsx = import.meta.resolve("tsx");
 
 /** The process's file limit: fewer descriptors than the attack below opens sockets. */
 const fileLimit = 256;
@@ -47,9 +46,7 @@ async function spawnLimited(env: Record<string, string>): Promise<LimitedServer>
       `ulimit -n ${fileLimit} && exec "$@"`,
       "sh",
       process.execPath,
-      "--import",
-      tsx,
-      join(packageRoot, "src/cli/main.ts"),
+      ...nodeArgsFor(join(packageRoot, "src/cli/main.ts")),
       "serve",
       "--port",
       "0",

@@ -5,10 +5,12 @@ import { join } from "node:path";
 import { describe, it } from "node:test";
 import { promisify } from "node:util";
 import { packageRoot } from "../src/version.js";
+import { nodeArgsFor } from "./support/entry.js";
 import { scratchDir, spawnServer } from "./support/test-server.js";
 
 const exec = promisify(execFile);
-const tsx = import.meta.resolve("tsx");
+/** `node` running src/cli/main.ts, compiled or through tsx (./support/entry.ts), for the README's ./bin/openexec.js. */
+const cli = ["node", ...nodeArgsFor(join(packageRoot, "src/cli/main.ts"))].join(" ");
 
 /** The shell block after `<!-- readme-test: NAME -->` in README.md, as lines (continuations joined). */
 function readmeBlock(name: string): string[] {
@@ -28,7 +30,6 @@ describe("README", () => {
   it("the clawshield flow works as written", async () => {
     const dir = scratchDir();
     try {
-      const cli = `node --import ${tsx} ${join(packageRoot, "src/cli/main.ts")}`;
       const sh = (line: string) =>
         exec("sh", ["-c", line.replaceAll("./bin/openexec.js", cli)], {
           cwd: dir.path,
@@ -88,7 +89,6 @@ describe("README offline verification", () => {
         body: JSON.stringify({ action: "echo", payload: { msg: "hello" }, nonce: "readme-1" }),
       });
       const { id } = (await executed.json()) as { id: string };
-      const cli = `node --import ${tsx} ${join(packageRoot, "src/cli/main.ts")}`;
       const sh = (line: string) =>
         exec(
           "sh",

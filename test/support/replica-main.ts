@@ -6,7 +6,8 @@
  * `test.fenced` is an external effect fenced by its signal: it waits
  * `payload.ms` (heeding nothing but time), then, unless its signal is aborted,
  * appends its execution id as a line to OPENEXEC_TEST_EFFECTS_FILE.
- * Run as `node --import tsx test/support/replica-main.ts`; configured by the
+ * Run as `node --import tsx test/support/replica-main.ts` (or compiled, from
+ * .build/: see ./entry.ts); configured by the
  * environment only (OPENEXEC_PORT for the port); it is `openexec serve` itself.
  */
 import { appendFileSync } from "node:fs";

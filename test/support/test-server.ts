@@ -8,9 +8,7 @@ import { loadServerConfig } from "../../src/config/server-config.js";
 import { silentLogger } from "../../src/log/logger.js";
 import { type RunningServer, startServer } from "../../src/server.js";
 import { packageRoot } from "../../src/version.js";
-
-/** tsx, resolved here so that child processes can run from any working directory. */
-const tsx = import.meta.resolve("tsx");
+import { nodeArgsFor } from "./entry.js";
 
 /** A scratch directory removed by `cleanup`. */
 export function scratchDir(prefix = "openexec-test-"): { path: string; cleanup: () => void } {
@@ -70,7 +68,7 @@ export interface ServerProcess {
   readonly exited: Promise<number | null>;
 }
 
-/** A Node process started from TypeScript sources, and the URL it announces on stderr. */
+/** A Node process started from one of this package's entry points, and the URL it announces on stderr. */
 export interface ListeningProcess {
   readonly child: ChildProcess;
   /** Everything written to stderr so far. */
@@ -81,14 +79,17 @@ export interface ListeningProcess {
   readonly listening: Promise<string>;
 }
 
-/** Spawns `node --import tsx <script> <args>` with exactly `env` and watches its stderr for the listening line. */
+/**
+ * Spawns `node <script> <args>` with exactly `env` and watches its stderr for the listening line.
+ * `script` is a .ts file of this package, run compiled from .build/ or through tsx (see ./entry.ts).
+ */
 export function spawnListening(
   script: string,
   args: readonly string[],
   env: Record<string, string>,
   options: { readonly cwd?: string; readonly startTimeoutMs?: number } = {},
 ): ListeningProcess {
-  const child = spawn(process.execPath, ["--import", tsx, script, ...args], {
+  const child = spawn(process.execPath, [...nodeArgsFor(script), ...args], {
     cwd: options.cwd ?? packageRoot,
     env,
     stdio: ["ignore", "ignore", "pipe"],
@@ -144,7 +145,7 @@ export async function runCli(
   env: Record<string, string> = {},
   input?: string,
 ): Promise<{ code: number | null; stdout: string; stderr: string }> {
-  const child = spawn(process.execPath, ["--import", tsx, join(packageRoot, "src/cli/main.ts"), ...args], {
+  const child = spawn(process.execPath, [...nodeArgsFor(join(packageRoot, "src/cli/main.ts")), ...args], {
     cwd: packageRoot,
     env: { PATH: process.env.PATH ?? "", ...env },
     stdio: ["pipe", "pipe", "pipe"],
@@ -163,7 +164,7 @@ export async function runCli(
 }
 
 /**
- * Runs one CLI command's function in this process (no tsx start-up), with
+ * Runs one CLI command's function in this process (no process start-up), with
  * what it writes to stdout captured: for the many verdicts of one command
  * where a subprocess proves nothing more than the one real run beside them.
  */
