@@ -123,7 +123,10 @@ export function spawnListening(
   return { child, stderr: () => stderr, exited, listening };
 }
 
-/** `openexec serve` as a real child process (for signals, restarts and start-up errors). */
+/**
+ * `openexec serve` as a real child process (for signals, restarts and start-up errors). A SIGTERM
+ * stops it without a drain period unless `env` sets OPENEXEC_DRAIN_MS (the drain tests do).
+ */
 export async function spawnServer(
   env: Record<string, string>,
   args: string[] = ["--port", "0"],
@@ -132,7 +135,13 @@ export async function spawnServer(
   const started = spawnListening(
     join(packageRoot, "src/cli/main.ts"),
     ["serve", ...args],
-    { PATH: process.env.PATH ?? "", OPENEXEC_LOG_LEVEL: "warn", OPENEXEC_CHECKPOINT_INTERVAL_MS: "100", ...env },
+    {
+      PATH: process.env.PATH ?? "",
+      OPENEXEC_LOG_LEVEL: "warn",
+      OPENEXEC_CHECKPOINT_INTERVAL_MS: "100",
+      OPENEXEC_DRAIN_MS: "0",
+      ...env,
+    },
     { cwd },
   );
   const url = await started.listening;
