@@ -17,6 +17,7 @@ import { chmodSync, chownSync, cpSync, existsSync, mkdirSync, mkdtempSync, readF
 import { tmpdir } from "node:os";
 import { basename, dirname, join } from "node:path";
 import { fileURLToPath } from "node:url";
+import { packageRoot } from "../src/version.js";
 
 export interface DockerInstruction {
   readonly op: string;
@@ -29,7 +30,8 @@ export interface DockerStage {
   readonly instructions: DockerInstruction[];
 }
 
-const root = fileURLToPath(new URL("..", import.meta.url));
+/** The package root, not this file's parent: test/deploy-manifests.spec.ts loads this compiled, from .build/scripts/. */
+const root = packageRoot;
 
 /** The Dockerfile's stages; line continuations are joined, comments dropped. */
 export function parseDockerfile(text: string): DockerStage[] {

@@ -12,6 +12,7 @@
 import { existsSync, readdirSync, readFileSync, statSync } from "node:fs";
 import { dirname, join, relative, resolve, sep } from "node:path";
 import ts from "typescript";
+import { packageRoot } from "../src/version.js";
 
 /** Each file (path relative to the root, `/`-separated) and the files under `dir` it imports. */
 export type ImportGraph = Map<string, Set<string>>;
@@ -196,7 +197,8 @@ export function formatReport(report: LayerReport): string {
 }
 
 if (process.argv[1] !== undefined && resolve(process.argv[1]) === resolve(new URL(import.meta.url).pathname)) {
-  const report = checkLayers(resolve(dirname(new URL(import.meta.url).pathname), ".."));
+  // packageRoot, not this file's parent: compiled, this runs from .build/scripts/.
+  const report = checkLayers(packageRoot);
   const text = formatReport(report);
   if (text !== "") {
     console.error(text);

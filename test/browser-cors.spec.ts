@@ -3,12 +3,13 @@ import { spawn, spawnSync } from "node:child_process";
 import { rmSync } from "node:fs";
 import { createServer, type Server } from "node:http";
 import type { AddressInfo } from "node:net";
+import { join } from "node:path";
 import { after, before, describe, it } from "node:test";
-import { fileURLToPath } from "node:url";
 import { Code } from "@connectrpc/connect";
 import { build } from "esbuild";
 import { ExecutionService } from "../gen/openexec/v1/execution_pb.js";
 import { ExecutionStatus } from "../gen/openexec/v1/receipt_pb.js";
+import { packageRoot } from "../src/version.js";
 import type { CallOutcome, PageReport, ProtocolOutcomes } from "./browser/cors-page.js";
 import { clientFor } from "./support/clients.js";
 import { scratchDir, startTestServer, type TestServer } from "./support/test-server.js";
@@ -42,7 +43,7 @@ class PageServer {
 
   static async start(): Promise<PageServer> {
     const bundle = await build({
-      entryPoints: [fileURLToPath(new URL("browser/cors-page.ts", import.meta.url))],
+      entryPoints: [join(packageRoot, "test/browser/cors-page.ts")],
       bundle: true,
       format: "iife",
       platform: "browser",

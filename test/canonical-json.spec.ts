@@ -10,14 +10,13 @@ import { mkdtempSync, readFileSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { describe, it, type TestContext } from "node:test";
-import { fileURLToPath } from "node:url";
 import { create, type JsonValue, toBinary } from "@bufbuild/protobuf";
 import { type CanonicalValue, CanonicalValueSchema } from "../gen/openexec/v1/canonical_json_pb.js";
 import { canonicalJsonDigest } from "../src/json/canonical-digest.js";
 import { canonicalJsonBytes } from "../src/json/canonical-json.js";
 import { decodeUtf8, JsonSyntaxError, type JsonSyntaxReason, parseStrictJson } from "../src/json/strict-json.js";
+import { packageRoot as root } from "../src/version.js";
 
-const root = fileURLToPath(new URL("..", import.meta.url));
 const vectorsPath = join(root, "test/vectors/canonical-json.json");
 const protoFile = "openexec/v1/canonical_json.proto";
 const pythonScript = join(root, "test/python/canonical_json_encode.py");

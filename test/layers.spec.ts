@@ -3,8 +3,8 @@ import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { dirname, join } from "node:path";
 import { after, describe, it } from "node:test";
-import { fileURLToPath } from "node:url";
 import { checkLayers, formatReport, importSpecifiers } from "../scripts/layers.js";
+import { packageRoot } from "../src/version.js";
 
 const fixtures = mkdtempSync(join(tmpdir(), "openexec-layers-"));
 after(() => rmSync(fixtures, { recursive: true, force: true }));
@@ -21,8 +21,7 @@ function tree(name: string, files: Record<string, string>): string {
 
 describe("layers", () => {
   it("src/ has no import cycle, between files or between top-level folders", () => {
-    const root = fileURLToPath(new URL("..", import.meta.url));
-    const report = checkLayers(root);
+    const report = checkLayers(packageRoot);
     const text = formatReport(report);
     assert.equal(text, "", `import cycles under src/ (STYLE.md: the folders depend one way):\n${text}`);
   });

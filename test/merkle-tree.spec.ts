@@ -11,7 +11,6 @@ import { createHash } from "node:crypto";
 import { readFileSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { describe, it } from "node:test";
-import { fileURLToPath } from "node:url";
 import {
   consistencyProof,
   emptyRoot,
@@ -24,8 +23,8 @@ import {
   verifyConsistency,
   verifyInclusion,
 } from "../src/tlog/merkle-tree.js";
+import { packageRoot as root } from "../src/version.js";
 
-const root = fileURLToPath(new URL("..", import.meta.url));
 const vectorsPath = join(root, "test/vectors/merkle.json");
 
 // ---------------------------------------------------------------------------
