@@ -5,11 +5,11 @@
 import assert from "node:assert/strict";
 import { execFileSync, spawn, spawnSync } from "node:child_process";
 import { cpSync, mkdirSync, readdirSync, readFileSync, symlinkSync, writeFileSync } from "node:fs";
-import { createServer } from "node:net";
 import { basename, dirname, join } from "node:path";
 import { after, before, describe, it } from "node:test";
 import { packageRoot } from "../src/version.js";
 import { type AnyJson, postJson } from "./support/clients.js";
+import { freePort } from "./support/private-postgres.js";
 import { scratchDir } from "./support/test-server.js";
 
 const manifest = JSON.parse(readFileSync(join(packageRoot, "package.json"), "utf8")) as {
@@ -134,18 +134,6 @@ function readmeFence(name: string, lang: string): string {
   const block = new RegExp(`\`\`\`${lang}\n([\\s\\S]*?)\`\`\``).exec(readme.slice(start));
   assert.ok(block?.[1] !== undefined, `README block "${name}" is not ${lang}`);
   return block[1];
-}
-
-async function freePort(): Promise<number> {
-  return new Promise((resolve, reject) => {
-    const probe = createServer();
-    probe.once("error", reject);
-    probe.listen(0, "127.0.0.1", () => {
-      const address = probe.address();
-      const port = typeof address === "object" && address !== null ? address.port : 0;
-      probe.close(() => resolve(port));
-    });
-  });
 }
 
 /** Polls /ready until it answers 200 (the README's server prints nothing). */

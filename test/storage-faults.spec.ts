@@ -361,10 +361,7 @@ describe("ledger file permissions", () => {
     const dir = scratchDir();
     const dbPath = join(dir.path, "ledger.db");
     try {
-      const earlier = new Database(dbPath);
-      earlier.pragma("journal_mode = WAL");
-      earlier.close();
-      execFileSync("chmod", ["644", dbPath]);
+      worldReadableLedger(dbPath);
       const warnings: string[] = [];
       const store = SqliteLedgerStore.open(dbPath, undefined, { onWarning: (message) => warnings.push(message) });
       await store.close();
@@ -389,10 +386,7 @@ describe("ledger file permissions", () => {
       const dir = scratchDir();
       const dbPath = join(dir.path, "ledger.db");
       try {
-        const earlier = new Database(dbPath);
-        earlier.pragma("journal_mode = WAL");
-        earlier.close();
-        execFileSync("chmod", ["644", dbPath]);
+        worldReadableLedger(dbPath);
         const server = await spawnServer({ OPENEXEC_DB_URL: `sqlite:///${dbPath}`, OPENEXEC_LEDGER_THREAD: thread });
         try {
           assert.equal((await execute(server)).status, 200);
@@ -407,3 +401,11 @@ describe("ledger file permissions", () => {
     });
   }
 });
+
+/** An existing WAL ledger file left readable by group and others (mode 0644), as an earlier tool might. */
+function worldReadableLedger(dbPath: string): void {
+  const earlier = new Database(dbPath);
+  earlier.pragma("journal_mode = WAL");
+  earlier.close();
+  execFileSync("chmod", ["644", dbPath]);
+}

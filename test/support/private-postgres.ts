@@ -37,7 +37,8 @@ export function privatePostgresSkipReason(): string | false {
   return reason;
 }
 
-async function freePort(): Promise<number> {
+/** A loopback port nothing listens on now (a short race with other processes is accepted). */
+export async function freePort(): Promise<number> {
   return new Promise((resolve, reject) => {
     const server = createServer();
     server.once("error", reject);
